@@ -1,0 +1,121 @@
+"""One exception tree for filetwin.
+
+Every error carries a message meant for a person and the exit code the CLI
+uses for it (see INTERFACE.md: 1 operation failed, 2 bad usage, 3 no daemon).
+Lower layers raise these (``raise ... from`` the OS or library error); the CLI
+and the API server translate them at the boundary and nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class FiletwinError(Exception):
+    """Base of every error filetwin raises on purpose."""
+
+    exit_code: int = 1
+    #: HTTP status the API answers with for this error.
+    http_status: int = 500
+    #: Whether trying the same operation again may succeed.
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(FiletwinError):
+    """Bad input: an option out of range, a path that cannot be protected."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class NotFound(FiletwinError):
+    """An entry, version or object that does not exist."""
+
+    exit_code = 1
+    http_status = 404
+
+
+class Conflict(FiletwinError):
+    """The request clashes with the current state (already protected, ...)."""
+
+    exit_code = 1
+    http_status = 409
+
+
+class DaemonUnavailable(FiletwinError):
+    """No daemon answers on the socket where one is needed."""
+
+    exit_code = 3
+    http_status = 503
+
+
+class PermissionDenied(FiletwinError):
+    """The caller is not allowed to use the API or touch the path."""
+
+    exit_code = 1
+    http_status = 403
+
+
+class RepositoryError(FiletwinError):
+    """The repository could not be read or written."""
+
+    retryable = True
+
+
+class ObjectNotFound(RepositoryError, NotFound):
+    """A named object is absent from the backend."""
+
+    retryable = False
+    http_status = 404
+
+
+class CorruptObject(RepositoryError):
+    """An object exists but its content is not what its name promises."""
+
+    retryable = False
+
+
+class JobFailed(FiletwinError):
+    """A backup or recovery job failed (after its retries, if any)."""
+
+
+class JobTimeout(JobFailed):
+    """A job ran past its deadline and its worker was killed."""
+
+    retryable = True
+
+
+class UnsafePath(FiletwinError):
+    """A symlink or ``..`` stands where restore would write."""
+
+    http_status = 400
+
+
+class RestoreError(FiletwinError):
+    """A version could not be rebuilt exactly (hash mismatch, missing chunk)."""
+
+
+# Used by the API server and the client to carry errors over the socket.
+ERROR_TYPES: dict[str, type[FiletwinError]] = {
+    cls.__name__: cls
+    for cls in (
+        FiletwinError,
+        UsageError,
+        NotFound,
+        Conflict,
+        DaemonUnavailable,
+        PermissionDenied,
+        RepositoryError,
+        ObjectNotFound,
+        CorruptObject,
+        JobFailed,
+        JobTimeout,
+        UnsafePath,
+        RestoreError,
+    )
+}
