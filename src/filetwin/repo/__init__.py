@@ -1,0 +1,8 @@
+"""The content-addressed repository: chunks, manifests, durability, checking."""
+
+from __future__ import annotations
+
+from filetwin.repo.check import Problem, check_repository
+from filetwin.repo.repository import Manifest, Repository, entry_key
+
+__all__ = ["Manifest", "Problem", "Repository", "check_repository", "entry_key"]

@@ -1,0 +1,537 @@
+"""The ``filetwin`` command line (see INTERFACE.md for the contract).
+
+Every command is a thin client of the daemon's API, except that ``history``,
+``restore`` and ``events`` fall back to reading the repository and the table
+directly when no daemon answers, and ``check`` always does: recovering from
+a disaster must not need the daemon.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from .client import Client
+from .config import Config
+from .errors import DaemonUnavailable, FiletwinError, UsageError
+from .policy import BACKUP_MODES, RECOVERY_MODES
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Pipes and files get wide tables rather than columns cut to 80 characters.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Context:
+    def __init__(self, state_dir: str | None = None) -> None:
+        self.state_dir = state_dir
+
+    def config(self) -> Config:
+        return Config.load(state_dir=self.state_dir)
+
+    def client(self) -> Client:
+        return Client(socket_path=self.config().socket_path)
+
+
+def state_dir_option(f: F) -> F:
+    """``--state-dir`` on every command (it may also stand before the command)."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(Context).state_dir = value
+
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        expose_value=False,
+        callback=remember,
+        is_eager=True,
+        envvar="FILETWIN_STATE_DIR",
+        help="State directory (table, socket, repository). Default: ~/.local/state/filetwin, "
+        "or /var/lib/filetwin for root.",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def handle_errors(f: F) -> F:
+    """Translate filetwin errors into a message on stderr and the contract's exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except FiletwinError as e:
+            err.print(f"filetwin: error: {e.message}", markup=False)
+            sys.exit(e.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def ctx_obj() -> Context:
+    return click.get_current_context().ensure_object(Context)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def policy_options(f: F) -> F:
+    f = click.option(
+        "--keep",
+        type=click.IntRange(1, 100_000),
+        default=None,
+        help="Versions kept per file (default 50).",
+    )(f)
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(0, 7 * 24 * 3600, min_open=True),
+        default=None,
+        help="Deadline of one copy in seconds (default: scaled to the file's size, at least 30 s).",
+    )(f)
+    f = click.option(
+        "--retries",
+        type=click.IntRange(0, 100),
+        default=None,
+        help="Times a failed copy is tried again (default 3).",
+    )(f)
+    f = click.option(
+        "--recovery",
+        type=click.Choice(RECOVERY_MODES),
+        default=None,
+        help="When the file is healed: auto (on I/O error or corruption), "
+        "manual (you run `filetwin restore`, the default), notify "
+        "(an application asks).",
+    )(f)
+    f = click.option(
+        "--backup",
+        type=click.Choice(BACKUP_MODES),
+        default=None,
+        help="When a version is taken: on-close (each close after writing, "
+        "the default) or on-write (every write journaled).",
+    )(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@state_dir_option
+@click.version_option(package_name="filetwin")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """filetwin keeps a twin of every file that matters and heals the file from it.
+
+    \b
+    Start the daemon:      filetwin daemon &
+    Protect a file:        filetwin add ~/notes.txt
+    See its versions:      filetwin history ~/notes.txt
+    Bring one back:        filetwin restore ~/notes.txt --version ID
+    """
+    ctx.ensure_object(Context)
+
+
+@main.command()
+@state_dir_option
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (repository, workers, ...).",
+)
+@handle_errors
+def daemon(config_file: str | None) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT.
+
+    It is ready when `filetwin status` answers. Failures are logged to stderr.
+    """
+    from .daemon.service import run_daemon
+
+    config = Config.load(state_dir=ctx_obj().state_dir, config_file=config_file)
+    sys.exit(run_daemon(config))
+
+
+@main.command()
+@state_dir_option
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@policy_options
+@json_option
+@handle_errors
+def add(
+    paths: tuple[str, ...],
+    backup: str | None,
+    recovery: str | None,
+    retries: int | None,
+    timeout: float | None,
+    keep: int | None,
+    as_json: bool,
+) -> None:
+    """Protect files: register them, take their first version, start watching.
+
+    A symbolic link is resolved and its target is protected. If any path is
+    refused (missing, a directory, a device, already protected), nothing is added.
+    """
+    result = (
+        ctx_obj()
+        .client()
+        .add(*paths, backup=backup, recovery=recovery, retries=retries, timeout=timeout, keep=keep)
+    )
+    if as_json:
+        emit_json(result)
+    else:
+        for note in result["messages"]:
+            out.print(note, markup=False)
+        for entry in result["entries"]:
+            out.print(
+                f"protecting {entry['path']} ({entry['backup_mode']}, "
+                f"{entry['recovery_mode']}); first version {entry['last_version']}",
+                markup=False,
+            )
+        for failure in result["failures"]:
+            err.print(f"filetwin: error: {failure}", markup=False)
+    if result["failures"]:
+        sys.exit(1)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", type=click.Path())
+@policy_options
+@json_option
+@handle_errors
+def update(
+    path: str,
+    backup: str | None,
+    recovery: str | None,
+    retries: int | None,
+    timeout: float | None,
+    keep: int | None,
+    as_json: bool,
+) -> None:
+    """Change an entry's policy; the change takes effect at once."""
+    changes = {
+        k: v
+        for k, v in dict(
+            backup=backup, recovery=recovery, retries=retries, timeout=timeout, keep=keep
+        ).items()
+        if v is not None
+    }
+    if not changes:
+        raise UsageError(
+            "nothing to update: give --backup, --recovery, --retries, --timeout or --keep"
+        )
+    result = ctx_obj().client().update(path, **changes)
+    _print_change(result, as_json)
+
+
+def _print_change(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(result.get("message", "done"), markup=False)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", type=click.Path())
+@json_option
+@handle_errors
+def pause(path: str, as_json: bool) -> None:
+    """Stop watching a file, keeping its entry and history."""
+    _print_change(ctx_obj().client().pause(path), as_json)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", type=click.Path())
+@json_option
+@handle_errors
+def resume(path: str, as_json: bool) -> None:
+    """Watch a paused file again (a version is taken at once)."""
+    _print_change(ctx_obj().client().resume(path), as_json)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", type=click.Path())
+@click.option("--purge", is_flag=True, help="Also delete the file's history.")
+@json_option
+@handle_errors
+def remove(path: str, purge: bool, as_json: bool) -> None:
+    """Stop protecting a file; its history is kept unless --purge."""
+    _print_change(ctx_obj().client().remove(path, purge=purge), as_json)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", required=False, type=click.Path())
+@json_option
+@handle_errors
+def status(path: str | None, as_json: bool) -> None:
+    """Show the management table: each entry's policy and live state."""
+    client = ctx_obj().client()
+    rows = [client.status(path)] if path else client.status()
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print("no files are protected yet (see `filetwin add --help`)")
+        return
+    table = RichTable(show_lines=False)
+    for col in (
+        "path",
+        "backup",
+        "recovery",
+        "state",
+        "job",
+        "last result",
+        "versions",
+        "last backup",
+    ):
+        table.add_column(col)
+    for r in rows:
+        job = "-"
+        if r["job_kind"]:
+            job = f"{r['job_kind']} pid {r['worker_pid'] or '?'} since {r['job_started_at']}"
+        state = r["state"] + (
+            f" ({r['pending_change']} pending)" if r["pending_change"] != "none" else ""
+        )
+        result = r["last_result"] or "-"
+        if r["last_error"]:
+            result += f": {r['last_error']}"
+        table.add_row(
+            r["path"],
+            r["backup_mode"],
+            r["recovery_mode"],
+            state,
+            job,
+            result,
+            str(r["versions"]),
+            r["last_backup_at"] or "-",
+        )
+    out.print(table)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", type=click.Path())
+@json_option
+@handle_errors
+def backup(path: str, as_json: bool) -> None:
+    """Take a version now; returns when it is stored."""
+    m = ctx_obj().client().backup(path)
+    if as_json:
+        emit_json(m)
+    else:
+        same = " (same content as the previous version)" if m.get("unchanged") else ""
+        out.print(
+            f"version {m['id']} of {m['path']} stored ({m['size']} bytes){same}", markup=False
+        )
+
+
+def _offline_repo() -> Any:
+    from .backends import open_backend
+    from .repo import Repository
+
+    return Repository(open_backend(ctx_obj().config().repository_location))
+
+
+def _entry_path_offline(repo: Any, path: str) -> str:
+    norm = os.path.abspath(path)
+    if repo.latest(norm) is None:
+        real = os.path.realpath(norm)
+        if repo.latest(real) is not None:
+            return real
+    return norm
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", type=click.Path())
+@json_option
+@handle_errors
+def history(path: str, as_json: bool) -> None:
+    """List a file's versions, oldest first. Works without the daemon."""
+    try:
+        versions = ctx_obj().client().history(path)
+    except DaemonUnavailable:
+        from .daemon.api import manifest_json
+
+        repo = _offline_repo()
+        entry = _entry_path_offline(repo, path)
+        versions = [manifest_json(m.to_json()) for m in repo.versions(entry)]
+        if not versions:
+            raise UsageError(f"{path} has no history in {repo.backend.location}") from None
+    if as_json:
+        emit_json(versions)
+        return
+    table = RichTable(title=os.path.abspath(path))
+    for col in ("id", "time", "size", "cause", "hash"):
+        table.add_column(col)
+    for v in versions:
+        cause = v["cause"] + (" (unchanged)" if v.get("unchanged") else "")
+        table.add_row(v["id"], v["time"], str(v["size"]), cause, v["hash"][:16])
+    out.print(table)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", type=click.Path())
+@click.option("--version", "version", help="Version id (or a unique prefix of it, 4+ chars).")
+@click.option("--at", "at", help="Newest version at or before TIME (ISO 8601 or Unix seconds).")
+@click.option("--to", "to", type=click.Path(), help="Write here instead of in place.")
+@json_option
+@handle_errors
+def restore(path: str, version: str | None, at: str | None, to: str | None, as_json: bool) -> None:
+    """Rebuild a file as it was (the latest version by default), bit for bit.
+
+    In place, the content being replaced is first kept as a version of cause
+    `restore`, so a restore can itself be undone. Works without the daemon.
+    """
+    if version and at:
+        raise UsageError("give either --version or --at, not both")
+    try:
+        result = ctx_obj().client().restore(path, at=at, version=version, to=to)
+    except DaemonUnavailable:
+        result = _restore_offline(path, version, at, to)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(
+        f"restored version {result['version']} ({result['version_time']}, "
+        f"{result['size']} bytes) to {result['target']}",
+        markup=False,
+    )
+    if result.get("kept_version"):
+        out.print(f"the replaced content is kept as version {result['kept_version']}", markup=False)
+
+
+def _restore_offline(
+    path: str, version: str | None, at: str | None, to: str | None
+) -> dict[str, Any]:
+    from .restore import restore_version
+
+    config = ctx_obj().config()
+    repo = _offline_repo()
+    entry = _entry_path_offline(repo, path)
+    try:
+        result = restore_version(
+            repo,
+            entry,
+            version=version,
+            at=at,
+            to=None if to is None else os.path.abspath(to),
+            aside_dir=str(config.aside_dir),
+        )
+    except FiletwinError as e:
+        _offline_event(config, entry, False, f"restore of {entry} failed: {e}")
+        raise
+    _offline_event(
+        config,
+        entry,
+        True,
+        f"restored version {result['version']} of {entry} to {result['target']} "
+        "(no daemon running)",
+    )
+    return result
+
+
+def _offline_event(config: Config, path: str, ok: bool, message: str) -> None:
+    from .table import Table
+
+    if not config.state_dir.is_dir():
+        return
+    table = Table(config.table_path)
+    try:
+        table.add_event(path, "restore", ok, message)
+    finally:
+        table.close()
+
+
+@main.command()
+@state_dir_option
+@click.option("--read-data", is_flag=True, help="Also read every chunk and check its hash.")
+@json_option
+@handle_errors
+def check(read_data: bool, as_json: bool) -> None:
+    """Verify the repository: every version's chunks exist (and, with --read-data,
+    decompress to their hash). Exit 1 if anything is wrong. Needs no daemon."""
+    from .repo.check import check_repository
+
+    repo = _offline_repo()
+    problems = check_repository(repo, read_data=read_data)
+    if as_json:
+        emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
+    else:
+        for p in problems:
+            err.print(f"{p.kind}: {p.message}", markup=False)
+        if not problems:
+            out.print(
+                f"repository {repo.backend.location} is healthy"
+                + (" (all data read)" if read_data else ""),
+                markup=False,
+            )
+    if problems:
+        if not as_json:
+            err.print(f"filetwin: {len(problems)} problem(s) found", markup=False)
+        sys.exit(1)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", required=False, type=click.Path())
+@click.option("--follow", "-f", is_flag=True, help="Keep printing events as they happen.")
+@click.option("--limit", "-n", type=click.IntRange(1), default=None, help="Only the last N.")
+@json_option
+@handle_errors
+def events(path: str | None, follow: bool, limit: int | None, as_json: bool) -> None:
+    """The event log: backups, retries, timeouts, missing files, restores."""
+    client = ctx_obj().client()
+
+    def show(e: dict[str, Any]) -> None:
+        if as_json and follow:
+            click.echo(json.dumps(e))
+        elif not as_json:
+            mark = "ok " if e["ok"] else "ERR"
+            out.print(f"{e['time']} {mark} {e['kind']:<14} {e['message']}", markup=False)
+
+    if follow:
+        try:
+            for event in client.follow_events(path, limit=limit or 10):
+                show(event)
+        except KeyboardInterrupt:
+            return
+        return
+    try:
+        items = client.events(path, limit=limit)
+    except DaemonUnavailable:
+        items = _events_offline(path, limit)
+    if as_json:
+        emit_json(items)
+    else:
+        for e in items:
+            show(e)
+
+
+def _events_offline(path: str | None, limit: int | None) -> list[dict[str, Any]]:
+    from .table import Table, as_json
+
+    config = ctx_obj().config()
+    if not config.table_path.exists():
+        return []
+    table = Table(config.table_path)
+    try:
+        return [
+            as_json(e)
+            for e in table.events(None if path is None else os.path.abspath(path), 0, limit)
+        ]
+    finally:
+        table.close()

@@ -1,0 +1,209 @@
+"""The client library: talk to the daemon's API over its Unix socket.
+
+Used by applications (``filetwin.Client``) and by the CLI. Errors the daemon
+reports come back as the same filetwin exceptions it raised; no daemon on the
+socket is DaemonUnavailable (exit code 3).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from .config import Config
+from .errors import ERROR_TYPES, DaemonUnavailable, FiletwinError
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float | None) -> None:
+        super().__init__("filetwin", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.timeout is not None:
+            sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def _abs(path: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+class Client:
+    """A connection to one daemon, named by its state directory.
+
+    ``timeout`` bounds each request (None waits as long as the daemon works,
+    which backup and restore of large files need).
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        socket_path: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if socket_path is None:
+            socket_path = Config.load(
+                state_dir=None if state_dir is None else os.fspath(state_dir)
+            ).socket_path
+        self.socket_path = str(socket_path)
+        self.timeout = timeout
+
+    # transport ---------------------------------------------------------
+    def _open(self, method: str, url: str, payload: dict[str, Any] | None) -> Any:
+        conn = _UnixConnection(self.socket_path, self.timeout)
+        data = None if payload is None else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            conn.request(method, url, body=data, headers=headers)
+            return conn, conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            conn.close()
+            raise DaemonUnavailable(
+                f"no filetwin daemon answers on {self.socket_path} "
+                "(start one with `filetwin daemon`)"
+            ) from e
+        except OSError as e:
+            conn.close()
+            raise DaemonUnavailable(f"cannot talk to the daemon on {self.socket_path}: {e}") from e
+
+    def request(self, method: str, url: str, payload: dict[str, Any] | None = None) -> Any:
+        conn, response = self._open(method, url, payload)
+        try:
+            raw = response.read()
+        finally:
+            conn.close()
+        try:
+            data = json.loads(raw) if raw else None
+        except json.JSONDecodeError as e:
+            raise FiletwinError(
+                f"the daemon answered something that is not JSON: {raw[:200]!r}"
+            ) from e
+        if response.status >= 400:
+            err = data if isinstance(data, dict) else {}
+            cls = ERROR_TYPES.get(str(err.get("type")), FiletwinError)
+            raise cls(str(err.get("error", f"HTTP {response.status}")))
+        return data
+
+    def _get(self, url: str, **query: Any) -> Any:
+        params = {k: v for k, v in query.items() if v is not None}
+        return self.request("GET", url + ("?" + urlencode(params) if params else ""))
+
+    # the API -----------------------------------------------------------
+    def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._get("/health")
+        return result
+
+    def add(
+        self,
+        *paths: str | os.PathLike[str],
+        backup: str | None = None,
+        recovery: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        keep: int | None = None,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            "/add",
+            {
+                "paths": [_abs(p) for p in paths],
+                "backup": backup,
+                "recovery": recovery,
+                "retries": retries,
+                "timeout": timeout,
+                "keep": keep,
+            },
+        )
+        return result
+
+    def update(self, path: str | os.PathLike[str], **policy: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/update", {"path": _abs(path), **policy})
+        return result
+
+    def pause(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/pause", {"path": _abs(path)})
+        return result
+
+    def resume(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/resume", {"path": _abs(path)})
+        return result
+
+    def remove(self, path: str | os.PathLike[str], purge: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", "/remove", {"path": _abs(path), "purge": purge}
+        )
+        return result
+
+    def status(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """One entry's dict when ``path`` is given, else the list of all entries."""
+        if path is None:
+            return self._get("/status")
+        return self._get("/status", path=_abs(path))[0]
+
+    def backup(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/backup", {"path": _abs(path)})
+        return result
+
+    def history(self, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get("/history", path=_abs(path))
+        return result
+
+    def restore(
+        self,
+        path: str | os.PathLike[str],
+        at: str | float | None = None,
+        version: str | None = None,
+        to: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST",
+            "/restore",
+            {
+                "path": _abs(path),
+                "at": at,
+                "version": version,
+                "to": None if to is None else _abs(to),
+            },
+        )
+        return result
+
+    def events(
+        self, path: str | os.PathLike[str] | None = None, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get(
+            "/events", path=None if path is None else _abs(path), after=after, limit=limit
+        )
+        return result
+
+    def follow_events(
+        self, path: str | os.PathLike[str] | None = None, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield events as they happen (starting with the last ``limit`` ones)."""
+        params = {"follow": "1"}
+        if path is not None:
+            params["path"] = _abs(path)
+        if limit is not None:
+            params["limit"] = str(limit)
+        conn, response = self._open("GET", "/events?" + urlencode(params), None)
+        try:
+            if response.status >= 400:
+                raise FiletwinError(response.read().decode(errors="replace"))
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            conn.close()
+
+
+def state_dir_of(client: Client) -> Path:
+    return Path(client.socket_path).parent

@@ -1,0 +1,111 @@
+"""Paths and settings: the state directory, the socket, the repository.
+
+Everything a component needs is handed to it through a ``Config``; nothing
+reads the environment or the home directory after ``Config.load``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+SOCKET_NAME = "filetwin.sock"
+TABLE_NAME = "table.sqlite"
+
+
+def default_state_dir() -> Path:
+    """``$FILETWIN_STATE_DIR``, else ``/var/lib/filetwin`` for root, else XDG state."""
+    env = os.environ.get("FILETWIN_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/filetwin")
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "filetwin"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one daemon and of the commands that talk to it.
+
+    ``worker_stall_s`` is a test setting: every job's worker sleeps that long
+    before working, so that the watchdog can be exercised on a real hang.
+    """
+
+    state_dir: Path
+    repository: str = ""
+    workers: int = 2
+    coalesce_ms: int = 20
+    default_keep: int = 50
+    default_retries: int = 3
+    timeout_floor_s: float = 30.0
+    #: bytes per second assumed when scaling the default deadline to a file's size
+    timeout_rate: float = 20 * 1024 * 1024
+    retry_backoff_s: float = 0.5
+    worker_stall_s: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / SOCKET_NAME
+
+    @property
+    def table_path(self) -> Path:
+        return self.state_dir / TABLE_NAME
+
+    @property
+    def repository_location(self) -> str:
+        return self.repository or str(self.state_dir / "repository")
+
+    @property
+    def aside_dir(self) -> Path:
+        """Where restore and heal keep replaced content they could not store."""
+        return self.state_dir / "aside"
+
+    @classmethod
+    def load(
+        cls, state_dir: str | Path | None = None, config_file: str | Path | None = None
+    ) -> Config:
+        """Build a Config from an optional TOML file; ``state_dir`` wins over the file."""
+        values: dict[str, object] = {}
+        if config_file is not None:
+            path = Path(config_file)
+            try:
+                with path.open("rb") as fh:
+                    values = tomllib.load(fh)
+            except FileNotFoundError as e:
+                raise UsageError(f"config file {path} does not exist") from e
+            except tomllib.TOMLDecodeError as e:
+                raise UsageError(f"config file {path} is not valid TOML: {e}") from e
+        known = {f for f in cls.__dataclass_fields__ if f not in ("state_dir", "extra")}
+        kwargs: dict[str, object] = {}
+        extra: dict[str, object] = {}
+        for key, value in values.items():
+            if key in known:
+                kwargs[key] = value
+            elif key not in ("state_dir", "testing"):
+                extra[key] = value
+        testing = values.get("testing")
+        if isinstance(testing, dict):
+            # [testing] holds settings only tests use, such as worker_stall_s.
+            kwargs.update({k: v for k, v in testing.items() if k in known})
+        raw_dir = state_dir if state_dir is not None else values.get("state_dir")
+        sd = Path(str(raw_dir)).expanduser() if raw_dir else default_state_dir()
+        cfg = cls(state_dir=sd.absolute(), extra=extra, **kwargs)  # type: ignore[arg-type]
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.workers < 1 or self.workers > 64:
+            raise UsageError(f"workers must be between 1 and 64, not {self.workers}")
+        if self.coalesce_ms < 0 or self.coalesce_ms > 50:
+            raise UsageError(f"coalesce_ms must be between 0 and 50, not {self.coalesce_ms}")
+        if self.default_keep < 1:
+            raise UsageError(f"default_keep must be at least 1, not {self.default_keep}")
+
+    def ensure_state_dir(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

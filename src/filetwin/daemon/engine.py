@@ -1,0 +1,436 @@
+"""The engine: table, repository, worker pool, watcher and supervisors together.
+
+It is the daemon minus its API: every command the API offers is a method
+here, and every change of an entry goes through the reconciler (``apply``),
+which also finishes, at start, any change a previous daemon left pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..backends import open_backend
+from ..capture.watcher import Watcher
+from ..config import Config
+from ..errors import (
+    ERROR_TYPES,
+    FiletwinError,
+    JobFailed,
+    JobTimeout,
+    NotFound,
+)
+from ..policy import Policy, scaled_timeout
+from ..repo import Manifest, Repository
+from ..table import Table, as_json
+from .entrypaths import validate_new_paths
+from .gate import Gate
+from .pool import WorkerPool
+from .supervisor import Supervisor
+
+log = logging.getLogger("filetwin.engine")
+
+#: how many times a job whose file changed while it was read is run again
+#: before an explicit request commits what it read anyway
+UNSTABLE_RETRIES = 5
+
+
+class Engine:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        config.ensure_state_dir()
+        self.table = Table(config.table_path, clock)
+        self.repo = Repository(open_backend(config.repository_location), clock)
+        self.pool = WorkerPool(config.workers)
+        self.watcher = Watcher(self._on_fs_event)
+        self.supervisors: dict[str, Supervisor] = {}
+        self.gate = Gate()
+        self._event_waiters: set[asyncio.Event] = set()
+        self._stopping = False
+
+    # life cycle --------------------------------------------------------
+    async def start(self) -> None:
+        await self.pool.start()
+        self.watcher.start(asyncio.get_running_loop())
+        for row in self.table.all():
+            path = row["path"]
+            if row["pending_change"] != "none":
+                asyncio.create_task(self._apply_logged(path))
+                continue
+            if row["state"] in ("watching", "missing"):
+                self._start_supervisor(path)
+                if row["job_kind"] is not None or row["last_result"] == "interrupted":
+                    self.emit(
+                        path,
+                        "interrupted",
+                        False,
+                        f"a {row['job_kind'] or 'backup'} job of {path} was interrupted "
+                        "by the daemon stopping; running it again",
+                    )
+                    self.table.set(path, job_kind=None, worker_pid=None, job_started_at=None)
+                    self.supervisors[path].poke()
+                else:
+                    asyncio.create_task(self._catch_up(path))
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Let running jobs finish for ``grace_s``; record the rest as interrupted."""
+        self._stopping = True
+        running = [s for s in self.supervisors.values() if s.lock.locked()]
+        if running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.gate.idle(), grace_s)
+        for path, sup in list(self.supervisors.items()):
+            await sup.stop()
+            row = self.table.get(path)
+            if row is not None and row["job_kind"] is not None:
+                self.table.set(
+                    path,
+                    job_kind=None,
+                    worker_pid=None,
+                    job_started_at=None,
+                    last_result="interrupted",
+                    last_error="the daemon stopped while the job ran",
+                )
+        self.supervisors.clear()
+        await self.pool.close()
+        self.watcher.close()
+        self.table.close()
+
+    async def _catch_up(self, path: str) -> None:
+        """After a restart, back up a file changed while no daemon watched it."""
+        latest = await asyncio.to_thread(self.repo.latest, path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            self.supervisors[path].poke()
+            return
+        if latest is None or (st.st_size, st.st_mtime_ns) != (latest.size, latest.mtime_ns):
+            self.supervisors[path].poke()
+
+    # events ------------------------------------------------------------
+    def emit(self, path: str | None, kind: str, ok: bool, message: str) -> None:
+        self.table.add_event(path, kind, ok, message)
+        if not ok:
+            log.warning("%s: %s", kind, message)
+        for waiter in self._event_waiters:
+            waiter.set()
+
+    async def wait_events(self, after_id: int, path: str | None) -> list[dict[str, Any]]:
+        """Events after ``after_id``, waiting until there is at least one."""
+        waiter = asyncio.Event()
+        self._event_waiters.add(waiter)
+        try:
+            while True:
+                events = self.table.events(path, after_id)
+                if events:
+                    return events
+                waiter.clear()
+                await waiter.wait()
+        finally:
+            self._event_waiters.discard(waiter)
+
+    def _on_fs_event(self, path: str, mask: int) -> None:
+        sup = self.supervisors.get(path)
+        if sup is not None:
+            sup.on_event(mask)
+
+    def _start_supervisor(self, path: str) -> None:
+        if path not in self.supervisors:
+            sup = Supervisor(self, path)
+            self.supervisors[path] = sup
+            sup.start()
+
+    async def _stop_supervisor(self, path: str) -> None:
+        sup = self.supervisors.pop(path, None)
+        if sup is not None:
+            await sup.stop()
+
+    # the reconciler ----------------------------------------------------
+    async def _apply_logged(self, path: str) -> None:
+        try:
+            await self.apply(path)
+        except FiletwinError as e:
+            log.warning("applying the pending change of %s: %s", path, e)
+
+    async def apply(self, path: str) -> None:
+        """Carry out the entry's pending change, then clear it."""
+        row = self.table.get(path)
+        if row is None:
+            return
+        change = row["pending_change"]
+        if change in ("add", "resume"):
+            self.table.set(path, state="watching")
+            self._start_supervisor(path)
+            self.table.set(path, pending_change="none")
+            cause = "initial" if change == "add" else "manual"
+            if os.path.lexists(path):
+                await self.backup(path, cause=cause, explicit=True)
+            else:
+                self._set_missing(path)
+        elif change == "update":
+            await self._stop_supervisor(path)
+            if row["state"] in ("watching", "missing"):
+                self._start_supervisor(path)
+            self.table.set(path, pending_change="none")
+        elif change == "pause":
+            await self._stop_supervisor(path)
+            self.table.set(path, state="paused", pending_change="none")
+        elif change == "delete":
+            await self._stop_supervisor(path)
+            if row["purge"]:
+                async with self.gate.exclusive():
+                    await asyncio.to_thread(self.repo.purge, path)
+                    await asyncio.to_thread(self.repo.gc)
+            self.table.delete(path)
+
+    # commands ----------------------------------------------------------
+    def entry(self, path: str) -> dict[str, Any]:
+        return self.table.require(path)
+
+    def status(self, path: str | None = None) -> list[dict[str, Any]]:
+        rows = [self.entry(path)] if path is not None else self.table.all()
+        out = []
+        for row in rows:
+            item = as_json(row)
+            item.pop("purge", None)
+            out.append(item)
+        return out
+
+    async def add(self, paths: list[str], policy: Policy) -> dict[str, Any]:
+        policy = policy.validated()
+        resolved, notes = validate_new_paths(paths, self.table)
+        with self.table.transaction():
+            for path in resolved:
+                self.table.add(path, policy, self.config.repository_location)
+        for path in resolved:
+            existing = await asyncio.to_thread(self.repo.versions, path)
+            self.table.set(path, versions=len(existing))
+            self.emit(
+                path,
+                "added",
+                True,
+                f"now protecting {path} ({policy.backup_mode}, {policy.recovery_mode})",
+            )
+        failures = []
+        for path in resolved:
+            try:
+                await self.apply(path)
+            except FiletwinError as e:
+                failures.append(f"{path}: {e}")
+        return {"entries": self.status_many(resolved), "messages": notes, "failures": failures}
+
+    def status_many(self, paths: list[str]) -> list[dict[str, Any]]:
+        return [self.status(p)[0] for p in paths]
+
+    async def change(self, path: str, change: str, **fields: Any) -> dict[str, Any]:
+        """Record ``change`` as pending (with new ``fields``) and apply it now."""
+        row = self.entry(path)
+        if change == "pause" and row["state"] == "paused":
+            return {"entry": self.status(path)[0], "message": f"{path} is already paused"}
+        if change == "resume" and row["state"] != "paused":
+            return {"entry": self.status(path)[0], "message": f"{path} is not paused"}
+        self.table.set(path, pending_change=change, **fields)
+        self.emit(path, change, True, f"{change} of {path} requested")
+        await self.apply(path)
+        after = self.table.get(path)
+        return {"entry": as_json(after) if after else None, "message": f"{change}: {path}"}
+
+    async def update(self, path: str, changes: dict[str, Any]) -> dict[str, Any]:
+        row = self.entry(path)
+        policy = Table.policy_of(row).updated(changes)
+        return await self.change(
+            path,
+            "update",
+            backup_mode=policy.backup_mode,
+            recovery_mode=policy.recovery_mode,
+            retries=policy.retries,
+            timeout_s=policy.timeout_s,
+            keep=policy.keep,
+        )
+
+    def _set_missing(self, path: str) -> None:
+        row = self.table.get(path)
+        if row is not None and row["state"] != "missing":
+            self.table.set(path, state="missing")
+            self.emit(
+                path,
+                "missing",
+                False,
+                f"{path} has disappeared; a version is taken when it comes back",
+            )
+
+    async def backup(self, path: str, cause: str, explicit: bool) -> Manifest | None:
+        """Run a backup job of ``path`` with retries; commit the version it read.
+
+        ``explicit`` requests (add, `filetwin backup`) raise on failure; capture-driven
+        ones record the failure and return None.
+        """
+        sup = self.supervisors.get(path)
+        lock = sup.lock if sup is not None else asyncio.Lock()
+        async with lock:
+            return await self._backup_locked(path, cause, explicit, sup)
+
+    async def _backup_locked(
+        self, path: str, cause: str, explicit: bool, sup: Supervisor | None
+    ) -> Manifest | None:
+        row = self.entry(path)
+        policy = Table.policy_of(row)
+        attempt = 0
+        unstable = 0
+        while True:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                self._set_missing(path)
+                if explicit:
+                    raise NotFound(f"{path} does not exist; nothing to back up") from None
+                return None
+            if row["state"] == "missing":
+                self.table.set(path, state="watching")
+                self.emit(path, "returned", True, f"{path} is back")
+                row["state"] = "watching"
+            self.watcher.drain()
+            generation = sup.generation if sup is not None else 0
+            timeout = scaled_timeout(
+                policy.timeout_s, st.st_size, self.config.timeout_floor_s, self.config.timeout_rate
+            )
+            job = {
+                "kind": "prepare",
+                "path": path,
+                "cause": cause,
+                "repository": self.config.repository_location,
+                "stall_s": self.config.worker_stall_s,
+            }
+            self.table.set(path, job_kind="backup", job_started_at=self.clock(), worker_pid=None)
+            error: FiletwinError
+            async with self.gate.shared():
+                try:
+                    answer = await self.pool.run(
+                        job, timeout, on_start=lambda pid: self.table.set(path, worker_pid=pid)
+                    )
+                except JobTimeout as e:
+                    result, error = "timeout", e
+                except JobFailed as e:
+                    result, error = "failed", e
+                else:
+                    if answer["ok"]:
+                        manifest = Manifest.from_json(answer["manifest"])
+                        self.watcher.drain()
+                        changed = sup is not None and sup.generation != generation
+                        if changed and (not explicit or unstable < UNSTABLE_RETRIES):
+                            # The file changed while it was read: what was read may be
+                            # torn. A newer close is queued; an explicit request reads again.
+                            unstable += 1
+                            self.table.set(
+                                path, job_kind=None, worker_pid=None, job_started_at=None
+                            )
+                            if not explicit:
+                                return None
+                            continue
+                        manifest = await asyncio.to_thread(self.repo.commit, manifest)
+                        await self._after_commit(path, manifest, row)
+                        return manifest
+                    result = "failed"
+                    error = ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
+            self.table.set(
+                path,
+                job_kind=None,
+                worker_pid=None,
+                job_started_at=None,
+                last_result=result,
+                last_error=str(error),
+            )
+            if attempt < policy.retries and not self._stopping:
+                attempt += 1
+                self.emit(
+                    path,
+                    "retry",
+                    False,
+                    f"backup of {path} {result} ({error}); retry {attempt} of {policy.retries}",
+                )
+                await asyncio.sleep(self.config.retry_backoff_s * 2 ** (attempt - 1))
+                continue
+            kind = "timeout" if result == "timeout" else "backup-failed"
+            self.emit(
+                path,
+                kind,
+                False,
+                f"backup of {path} {result} after {attempt + 1} attempt(s): {error}",
+            )
+            if explicit:
+                raise error
+            return None
+
+    async def _after_commit(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
+        removed = 0
+        if row["keep"]:
+            removed = await asyncio.to_thread(self.repo.apply_retention, path, row["keep"])
+        current = self.table.get(path)
+        versions = (current["versions"] if current else 0) + 1 - removed
+        self.table.set(
+            path,
+            job_kind=None,
+            worker_pid=None,
+            job_started_at=None,
+            last_result="ok",
+            last_error=None,
+            last_version=manifest.id,
+            last_backup_at=manifest.time,
+            last_good_hash=manifest.hash,
+            size=manifest.size,
+            versions=max(versions, 0),
+        )
+        same = " (same content as the previous version)" if manifest.unchanged else ""
+        self.emit(
+            path,
+            "backup",
+            True,
+            f"version {manifest.id} of {path} stored, {manifest.size} bytes, "
+            f"cause {manifest.cause}{same}",
+        )
+        if removed:
+            asyncio.create_task(self._gc())
+
+    async def _gc(self) -> None:
+        async with self.gate.exclusive():
+            removed = await asyncio.to_thread(self.repo.gc)
+        if removed:
+            log.info("retention removed %d unreferenced chunks", removed)
+
+    async def restore(
+        self, path: str, version: str | None, at: str | None, to: str | None
+    ) -> dict[str, Any]:
+        job = {
+            "kind": "restore",
+            "path": path,
+            "version": version,
+            "at": at,
+            "to": to,
+            "repository": self.config.repository_location,
+            "aside_dir": str(self.config.aside_dir),
+        }
+        async with self.gate.shared():
+            answer = await self.pool.run(job, timeout=3600)
+        if not answer["ok"]:
+            err = ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
+            self.emit(path, "restore", False, f"restore of {path} failed: {err}")
+            raise err
+        result: dict[str, Any] = answer["result"]
+        kept = (
+            f"; the replaced content is kept as version {result['kept_version']}"
+            if result["kept_version"]
+            else ""
+        )
+        self.emit(
+            path,
+            "restore",
+            True,
+            f"restored version {result['version']} of {path} to {result['target']}{kept}",
+        )
+        return result

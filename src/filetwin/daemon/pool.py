@@ -1,0 +1,125 @@
+"""A pool of killable worker processes, driven from asyncio.
+
+``ProcessPoolExecutor`` cannot kill one stuck task without breaking the whole
+pool, so each worker here is a process with its own pipe. ``run`` hands a job
+to an idle worker and waits for the answer under a deadline; past it the
+watchdog SIGKILLs that worker, starts a replacement and raises JobTimeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from ..errors import JobFailed, JobTimeout
+from .worker import worker_main
+
+_ctx = multiprocessing.get_context("forkserver")
+_ctx.set_forkserver_preload(["filetwin.daemon.worker"])
+
+
+class _Worker:
+    def __init__(self) -> None:
+        parent, child = _ctx.Pipe()
+        self.conn: Connection = parent
+        self.process: BaseProcess = _ctx.Process(target=worker_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self.process.join(5)
+        self.conn.close()
+
+
+class WorkerPool:
+    """``size`` worker processes; ``run`` is safe to call from many tasks at once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._busy: set[_Worker] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        for _ in range(self.size):
+            self._idle.put_nowait(await asyncio.to_thread(_Worker))
+
+    async def run(
+        self,
+        job: dict[str, Any],
+        timeout: float,
+        on_start: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run ``job`` in a worker; return its answer dict.
+
+        Raises JobTimeout when the deadline passes (the worker is killed and
+        replaced) and JobFailed when the worker dies.
+        """
+        worker = await self._idle.get()
+        self._busy.add(worker)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+        def readable() -> None:
+            loop.remove_reader(worker.conn.fileno())
+            try:
+                answer.set_result(worker.conn.recv())
+            except (EOFError, OSError) as e:
+                answer.set_exception(JobFailed(f"worker {worker.pid} died: {e!r}"))
+
+        try:
+            worker.conn.send(job)
+            if on_start is not None:
+                on_start(worker.pid)
+            loop.add_reader(worker.conn.fileno(), readable)
+            try:
+                result = await asyncio.wait_for(answer, timeout)
+            except TimeoutError:
+                loop.remove_reader(worker.conn.fileno())
+                pid = worker.pid
+                worker = await self._replace(worker)
+                raise JobTimeout(
+                    f"job ran past its {timeout:g} s deadline; worker {pid} was killed"
+                ) from None
+            except JobFailed:
+                worker = await self._replace(worker)
+                raise
+            except asyncio.CancelledError:
+                loop.remove_reader(worker.conn.fileno())
+                worker = await self._replace(worker)
+                raise
+            return result
+        finally:
+            self._busy.discard(worker)
+            if self._closed:
+                worker.kill()
+            else:
+                self._idle.put_nowait(worker)
+
+    async def _replace(self, worker: _Worker) -> _Worker:
+        self._busy.discard(worker)
+        worker.kill()
+        fresh = await asyncio.to_thread(_Worker)
+        self._busy.add(fresh)
+        return fresh
+
+    async def close(self) -> None:
+        self._closed = True
+        while not self._idle.empty():
+            self._idle.get_nowait().kill()
+        for worker in list(self._busy):
+            worker.kill()

@@ -1,0 +1,72 @@
+"""One supervisor per watching entry: turns capture events into backup jobs.
+
+The supervisor coalesces a burst of saves: the first event opens a short
+window (``coalesce_ms``); when it closes, one job reads the file as it is
+then. Events that arrive while a job runs mark the entry dirty again, so the
+last content of any burst is always taken. A generation counter, bumped by
+every modification, tells the engine whether the file changed while the job
+read it; such a read may be torn and is not committed (see Engine.backup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from ..capture.watcher import CHANGED, GONE, MODIFIED
+from ..errors import FiletwinError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("filetwin.supervisor")
+
+
+class Supervisor:
+    def __init__(self, engine: Engine, path: str) -> None:
+        self.engine = engine
+        self.path = path
+        self.generation = 0
+        self.lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.engine.watcher.watch(self.path)
+        self._task = asyncio.create_task(self._run(), name=f"supervisor {self.path}")
+
+    async def stop(self) -> None:
+        self.engine.watcher.unwatch(self.path)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def on_event(self, mask: int) -> None:
+        if mask & MODIFIED:
+            self.generation += 1
+        # A bare IN_MODIFY means a write is under way: its close will follow.
+        if mask & (CHANGED | GONE):
+            self._dirty.set()
+
+    def poke(self) -> None:
+        """Ask for a look at the file soon (after a restart, a resume)."""
+        self._dirty.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            # Coalescing window: a timer, so that a burst of saves costs one job.
+            await asyncio.sleep(self.engine.config.coalesce_ms / 1000)
+            self._dirty.clear()
+            try:
+                await self.engine.backup(self.path, cause="close", explicit=False)
+            except FiletwinError as e:
+                log.debug("backup of %s ended: %s", self.path, e)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("supervisor of %s", self.path)

@@ -1,0 +1,391 @@
+"""The repository: versions (manifests) of files, made of deduplicated chunks, on a Backend.
+
+Layout on the backend (everything goes through Backend, so any store works):
+
+* ``chunks/<id[:2]>/<id>`` — zstd-compressed chunk data, id = BLAKE3 of the raw data;
+* ``manifests/<entry_key(path)>/<time_ns:019d>-<manifest id>.json`` — one version.
+
+Manifest names sort by time, so an entry's history is one listing away and
+retention is "delete the first names".  A version exists once its manifest is
+put; chunks are always stored before the manifest that names them, so a crash
+leaves at worst unreferenced chunks, which gc() removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from filetwin.backends.base import Backend
+from filetwin.errors import CorruptObject, NotFound, ObjectNotFound, RestoreError, UsageError
+from filetwin.repo.chunks import (
+    chunk_id,
+    chunk_name,
+    decode_chunk,
+    encode_chunk,
+    is_chunk_id,
+    new_chunker,
+)
+from filetwin.repo.durable import os_error
+
+CAUSES = frozenset({"initial", "close", "write", "checkpoint", "manual", "restore"})
+MANIFESTS = "manifests/"
+CHUNKS = "chunks/"
+
+
+def entry_key(path: str) -> str:
+    """Stable key of an entry's path: first 32 hex of BLAKE3 of the path bytes.
+
+    Undecodable names (surrogate escapes from os.fsdecode) hash their original bytes.
+    """
+    return blake3.blake3(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+
+
+def _canonical(d: dict[str, Any]) -> bytes:
+    # ensure_ascii: lone surrogates (undecodable file names) must still serialize.
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+_FIELDS: dict[str, type] = {
+    "id": str, "path": str, "size": int, "mode": int, "uid": int, "gid": int,
+    "mtime_ns": int, "hash": str, "chunks": list, "cause": str, "time": float,
+    "unchanged": bool,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One version of one file.  Immutable; its id is derived from its other fields."""
+
+    id: str  # 16 hex: BLAKE3 of the canonical JSON without "id"
+    path: str  # the entry's absolute path
+    size: int
+    mode: int  # st_mode & 0o7777
+    uid: int
+    gid: int
+    mtime_ns: int
+    hash: str  # BLAKE3 hex of the whole content
+    chunks: tuple[str, ...]  # chunk ids in file order
+    cause: str  # one of CAUSES
+    time: float  # unix seconds when the version was made
+    unchanged: bool  # same hash as the previous version
+
+    @classmethod
+    def create(cls, **fields: Any) -> Manifest:
+        """Build a manifest from every field except ``id``, which is computed."""
+        d = dict(fields, chunks=list(fields["chunks"]), time=float(fields["time"]))
+        return cls.from_json({**d, "id": cls._compute_id(d)})
+
+    @staticmethod
+    def _compute_id(d: dict[str, Any]) -> str:
+        body = {k: v for k, v in d.items() if k != "id"}
+        return blake3.blake3(_canonical(body)).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        """All fields as a JSON-ready dict (chunks as a list)."""
+        d = asdict(self)
+        d["chunks"] = list(self.chunks)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any) -> Manifest:
+        """Parse and validate a dict made by to_json; ValueError says what is wrong.
+
+        The id must match the content, so a damaged manifest cannot pass as another version.
+        """
+        if not isinstance(d, dict):
+            raise ValueError("manifest is not a JSON object")
+        if set(d) != set(_FIELDS):
+            raise ValueError(f"manifest fields differ: {sorted(set(d) ^ set(_FIELDS))}")
+        for key, typ in _FIELDS.items():
+            v = d[key]
+            ok = isinstance(v, (int, float)) if typ is float else type(v) is typ
+            if not ok or (typ is float and isinstance(v, bool)):
+                raise ValueError(f"manifest field {key!r} is not {typ.__name__}")
+        if not all(isinstance(c, str) and is_chunk_id(c) for c in d["chunks"]):
+            raise ValueError("manifest names a malformed chunk id")
+        if not is_chunk_id(d["hash"]):
+            raise ValueError("manifest hash is not 64 hex characters")
+        if d["cause"] not in CAUSES:
+            raise ValueError(f"unknown cause {d['cause']!r}")
+        if cls._compute_id(d) != d["id"]:
+            raise ValueError("manifest id does not match its content")
+        return cls(**{**d, "chunks": tuple(d["chunks"]), "time": float(d["time"])})
+
+    def object_name(self) -> str:
+        """Backend name: ``manifests/<entry_key>/<time_ns:019d>-<id>.json``."""
+        return f"{MANIFESTS}{entry_key(self.path)}/{int(self.time * 1e9):019d}-{self.id}.json"
+
+
+class _FdReader:
+    """readinto() over an fd with pread: leaves the caller's file offset alone."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.offset = 0
+
+    def readinto(self, buf: memoryview) -> int:
+        n = os.preadv(self.fd, [buf], self.offset)
+        self.offset += n
+        return n
+
+
+class Repository:
+    """Versions of files on a Backend.  Thread-safe for concurrent store/read/gc in one process.
+
+    gc() must only run in the process that stores versions (the daemon): chunks
+    stored by prepare_file are protected from gc until commit() in this
+    process, but another process's uncommitted chunks are not.
+    """
+
+    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.clock = clock
+        # Chunks of prepared-but-uncommitted manifests: gc must not delete them.
+        self._pending: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    # -- storing -----------------------------------------------------------------
+
+    def prepare_file(self, path: str | Path, cause: str, *, fd: int | None = None) -> Manifest:
+        """Store the file's chunks and return its Manifest WITHOUT writing it (see commit).
+
+        Reads from ``fd`` if given (from offset 0 with pread; the fd's offset and
+        ownership stay with the caller), else opens ``path`` O_RDONLY|O_NOFOLLOW.
+        Metadata comes from fstat BEFORE reading, so a write racing the read
+        makes the file look newer than this version; ``size`` is the number of
+        bytes actually read, so size, hash and chunks always agree.  The file is
+        streamed through the chunker, never loaded whole.  Raises UsageError for
+        a bad cause or a non-regular file, and RepositoryError("cannot read
+        PATH: ...") with ``.errno`` set when reading fails.
+        """
+        if cause not in CAUSES:
+            raise UsageError(f"unknown version cause {cause!r}; expected one of {sorted(CAUSES)}")
+        spath = os.fspath(path)
+        own_fd = fd is None
+        try:
+            if fd is None:
+                fd = os.open(spath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            st = os.fstat(fd)
+        except OSError as e:
+            if own_fd and fd is not None:
+                os.close(fd)
+            raise os_error(f"cannot read {spath}", e) from e
+        try:
+            if not stat.S_ISREG(st.st_mode):
+                raise UsageError(f"{spath} is not a regular file")
+            hasher = blake3.blake3()
+            ids: list[str] = []
+            size = 0
+            try:
+                for chunk in new_chunker().cut_stream(_FdReader(fd)):
+                    # chunk.data is only valid until the next chunk: use it now.
+                    hasher.update(chunk.data)
+                    size += chunk.length
+                    ids.append(self._store_chunk(chunk.data))
+            except OSError as e:
+                self._release(ids)
+                raise os_error(f"cannot read {spath}", e) from e
+            except BaseException:
+                self._release(ids)
+                raise
+        finally:
+            if own_fd:
+                os.close(fd)
+        digest = hasher.hexdigest()
+        previous = self.latest(spath)
+        return Manifest.create(
+            path=spath, size=size, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+            gid=st.st_gid, mtime_ns=st.st_mtime_ns, hash=digest, chunks=ids, cause=cause,
+            time=self.clock(), unchanged=previous is not None and previous.hash == digest,
+        )  # fmt: skip
+
+    def _store_chunk(self, data: memoryview) -> str:
+        cid = chunk_id(data)
+        # Under the lock so gc cannot delete the chunk between exists() and our manifest.
+        with self._lock:
+            self._pending[cid] += 1
+            name = chunk_name(cid)
+            if not self.backend.exists(name):
+                self.backend.put(name, encode_chunk(data))
+        return cid
+
+    def _release(self, ids: list[str] | tuple[str, ...]) -> None:
+        with self._lock:
+            self._pending.subtract(ids)
+            self._pending = +self._pending  # drop counts that reached zero
+
+    def commit(self, manifest: Manifest) -> Manifest:
+        """Durably write the manifest (the version exists from now on); return it."""
+        data = json.dumps(manifest.to_json(), separators=(",", ":")).encode()
+        self.backend.put(manifest.object_name(), data)
+        self._release(manifest.chunks)
+        return manifest
+
+    def store_file(self, path: str | Path, cause: str, *, fd: int | None = None) -> Manifest:
+        """prepare_file then commit: store a new version of the file and return it."""
+        return self.commit(self.prepare_file(path, cause, fd=fd))
+
+    # -- reading -----------------------------------------------------------------
+
+    def _names(self, path: str) -> list[str]:
+        return sorted(self.backend.list(f"{MANIFESTS}{entry_key(path)}/"))
+
+    def load_manifest(self, name: str) -> Manifest:
+        """Read and validate one manifest object; CorruptObject naming it if malformed."""
+        blob = self.backend.get(name)
+        try:
+            m = Manifest.from_json(json.loads(blob))
+        except ValueError as e:  # includes JSON and UTF-8 decode errors
+            raise CorruptObject(f"manifest {name} is malformed: {e}") from e
+        if m.object_name() != name:
+            raise CorruptObject(f"manifest {name} does not match its name ({m.object_name()})")
+        return m
+
+    def versions(self, path: str) -> list[Manifest]:
+        """Every version of ``path``, oldest first."""
+        out = []
+        for name in self._names(path):
+            try:
+                m = self.load_manifest(name)
+            except ObjectNotFound:
+                continue  # removed by retention since we listed it
+            if m.path == path:  # guards against a (theoretical) entry_key collision
+                out.append(m)
+        return out
+
+    def latest(self, path: str) -> Manifest | None:
+        """The newest version of ``path``, or None."""
+        for name in reversed(self._names(path)):
+            try:
+                m = self.load_manifest(name)
+            except ObjectNotFound:
+                continue
+            if m.path == path:
+                return m
+        return None
+
+    def find_version(self, path: str, version: str) -> Manifest:
+        """The version of ``path`` whose id starts with ``version`` (>= 4 hex chars).
+
+        NotFound when none matches, UsageError when the prefix is too short,
+        not hex, or matches several versions.
+        """
+        prefix = version.lower()
+        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+            raise UsageError(f"bad version id {version!r}: give at least 4 hex characters")
+        matches = [m for m in self.versions(path) if m.id.startswith(prefix)]
+        if not matches:
+            raise NotFound(f"no version {version} of {path}")
+        if len({m.id for m in matches}) > 1:
+            ids = ", ".join(m.id for m in matches)
+            raise UsageError(f"version {version} of {path} is ambiguous: matches {ids}")
+        return matches[-1]
+
+    def version_at(self, path: str, when: float) -> Manifest:
+        """The newest version of ``path`` made at or before ``when`` (unix seconds)."""
+        versions = self.versions(path)
+        if not versions:
+            raise NotFound(f"no versions of {path}")
+        before = [m for m in versions if m.time <= when]
+        if not before:
+            raise NotFound(
+                f"no version of {path} at or before {_iso(when)}; "
+                f"the first is at {_iso(versions[0].time)}"
+            )
+        return before[-1]
+
+    def read_version(self, manifest: Manifest) -> Iterator[bytes]:
+        """Yield the version's content chunk by chunk, each verified against its id.
+
+        RestoreError names the chunk and version when a chunk is missing or
+        corrupt, or — after the last chunk — when size or whole-file hash differ
+        from the manifest.  Callers must consume the iterator fully before
+        trusting what they wrote (write to a temp, rename only on success).
+        """
+        what = f"version {manifest.id} of {manifest.path}"
+        hasher = blake3.blake3()
+        size = 0
+        for cid in manifest.chunks:
+            try:
+                data = decode_chunk(cid, self.backend.get(chunk_name(cid)))
+            except ObjectNotFound as e:
+                raise RestoreError(f"cannot restore {what}: chunk {cid} is missing") from e
+            except CorruptObject as e:
+                raise RestoreError(f"cannot restore {what}: {e}") from e
+            hasher.update(data)
+            size += len(data)
+            yield data
+        if size != manifest.size or hasher.hexdigest() != manifest.hash:
+            raise RestoreError(f"cannot restore {what}: rebuilt content does not match its hash")
+
+    def entries(self) -> list[str]:
+        """Paths that have at least one version, sorted."""
+        by_key: dict[str, list[str]] = {}
+        for name in self.backend.list(MANIFESTS):
+            by_key.setdefault(name[len(MANIFESTS) :].split("/", 1)[0], []).append(name)
+        paths = set()
+        for names in by_key.values():
+            for name in sorted(names, reverse=True):  # newest first
+                try:
+                    paths.add(self.load_manifest(name).path)
+                    break
+                except ObjectNotFound:
+                    continue  # removed by retention since we listed it
+        return sorted(paths)
+
+    # -- removing ----------------------------------------------------------------
+
+    def apply_retention(self, path: str, keep: int) -> int:
+        """Delete the oldest versions of ``path`` beyond the newest ``keep``; return how many.
+
+        Chunks are left for gc().  ``keep`` must be >= 1 (use purge to drop everything).
+        """
+        if keep < 1:
+            raise UsageError(f"retention must keep at least 1 version, not {keep}")
+        doomed = self._names(path)[:-keep]
+        for name in doomed:
+            self.backend.delete(name)
+        return len(doomed)
+
+    def purge(self, path: str) -> int:
+        """Delete every version of ``path``; return how many.  Run gc() afterwards."""
+        names = self._names(path)
+        for name in names:
+            self.backend.delete(name)
+        return len(names)
+
+    def gc(self) -> int:
+        """Delete chunks no manifest references; return how many were deleted.
+
+        Refuses (CorruptObject) if any manifest cannot be read: deleting chunks
+        on an incomplete picture of what is referenced would destroy versions.
+        """
+        with self._lock:  # no chunk may be stored or re-used while we decide
+            referenced = set(self._pending)
+            for name in self.backend.list(MANIFESTS):
+                try:
+                    referenced.update(self.load_manifest(name).chunks)
+                except ObjectNotFound:
+                    continue  # deleted since listed: its chunks are no longer needed by it
+            removed = 0
+            for name in list(self.backend.list(CHUNKS)):
+                if name.rsplit("/", 1)[-1] not in referenced:
+                    self.backend.delete(name)
+                    removed += 1
+            return removed

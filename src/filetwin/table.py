@@ -1,0 +1,211 @@
+"""The management table: one row per entry, plus the event log (SQLite, WAL).
+
+The daemon owns the table and is its only writer of entries; commands that
+work without a daemon (restore) only append events. Times are stored as Unix
+seconds and shown as ISO 8601 UTC by ``as_json``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import Conflict, NotFound, RepositoryError
+from .policy import Policy
+from .timefmt import iso
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    backup_mode TEXT NOT NULL,
+    recovery_mode TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'watching',       -- watching | paused | missing | error
+    pending_change TEXT NOT NULL DEFAULT 'none',  -- none | add | update | pause | resume | delete
+    job_kind TEXT,                                -- backup | checkpoint | recovery
+    job_started_at REAL,
+    worker_pid INTEGER,
+    last_result TEXT,                             -- ok | failed | timeout
+    last_error TEXT,
+    retries INTEGER NOT NULL,
+    timeout_s REAL,
+    keep INTEGER NOT NULL,
+    repository TEXT NOT NULL,
+    recovery_requested INTEGER NOT NULL DEFAULT 0,
+    journal_seq INTEGER NOT NULL DEFAULT 0,
+    last_version TEXT,
+    last_backup_at REAL,
+    last_good_hash TEXT,
+    size INTEGER,
+    versions INTEGER NOT NULL DEFAULT 0,
+    purge INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    path TEXT,
+    kind TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_path ON events(path);
+"""
+
+TIME_FIELDS = ("job_started_at", "last_backup_at", "created_at", "time")
+ENTRY_FIELDS = [
+    "state",
+    "pending_change",
+    "job_kind",
+    "job_started_at",
+    "worker_pid",
+    "last_result",
+    "last_error",
+    "retries",
+    "timeout_s",
+    "keep",
+    "repository",
+    "recovery_requested",
+    "journal_seq",
+    "last_version",
+    "last_backup_at",
+    "last_good_hash",
+    "size",
+    "versions",
+    "purge",
+    "backup_mode",
+    "recovery_mode",
+]
+
+
+def as_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the public JSON shape: ISO times, booleans where meant."""
+    out = dict(row)
+    for key in TIME_FIELDS:
+        if key in out:
+            out[key] = iso(out[key])
+    for key in ("recovery_requested", "ok", "purge"):
+        if key in out and out[key] is not None:
+            out[key] = bool(out[key])
+    return out
+
+
+class Table:
+    """Entries and events in one SQLite file; see the module docstring."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        try:
+            self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise RepositoryError(f"cannot open the management table {path}: {e}") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # entries -----------------------------------------------------------
+    def add(self, path: str, policy: Policy, repository: str) -> dict[str, Any]:
+        try:
+            self.db.execute(
+                "INSERT INTO entries (path, backup_mode, recovery_mode, retries, timeout_s, keep,"
+                " repository, state, pending_change, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'watching', 'add', ?)",
+                (
+                    path,
+                    policy.backup_mode,
+                    policy.recovery_mode,
+                    policy.retries,
+                    policy.timeout_s,
+                    policy.keep,
+                    repository,
+                    self.clock(),
+                ),
+            )
+        except sqlite3.IntegrityError as e:
+            raise Conflict(f"{path} is already protected") from e
+        return self.require(path)
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM entries WHERE path = ?", (path,)).fetchone()
+        return dict(row) if row else None
+
+    def require(self, path: str) -> dict[str, Any]:
+        row = self.get(path)
+        if row is None:
+            raise NotFound(f"{path} is not protected (no such entry; see `filetwin status`)")
+        return row
+
+    def all(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM entries ORDER BY path")]
+
+    def set(self, path: str, **fields: Any) -> None:
+        for key in fields:
+            if key not in ENTRY_FIELDS:
+                raise ValueError(f"not an entry field: {key}")
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(
+            f"UPDATE entries SET {assignments} WHERE path = ?", (*fields.values(), path)
+        )
+
+    def delete(self, path: str) -> None:
+        self.db.execute("DELETE FROM entries WHERE path = ?", (path,))
+
+    @staticmethod
+    def policy_of(row: dict[str, Any]) -> Policy:
+        return Policy(
+            backup_mode=row["backup_mode"],
+            recovery_mode=row["recovery_mode"],
+            retries=row["retries"],
+            timeout_s=row["timeout_s"],
+            keep=row["keep"],
+        )
+
+    # events ------------------------------------------------------------
+    def add_event(self, path: str | None, kind: str, ok: bool, message: str) -> dict[str, Any]:
+        now = self.clock()
+        cur = self.db.execute(
+            "INSERT INTO events (time, path, kind, ok, message) VALUES (?, ?, ?, ?, ?)",
+            (now, path, kind, int(ok), message),
+        )
+        return {
+            "id": cur.lastrowid,
+            "time": now,
+            "path": path,
+            "kind": kind,
+            "ok": int(ok),
+            "message": message,
+        }
+
+    def events(
+        self, path: str | None = None, after_id: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events WHERE id > ?"
+        args: list[Any] = [after_id]
+        if path is not None:
+            sql += " AND path = ?"
+            args.append(path)
+        sql += " ORDER BY id"
+        if limit is not None:
+            newest = sql.replace("ORDER BY id", "ORDER BY id DESC")
+            sql = f"SELECT * FROM ({newest} LIMIT ?) ORDER BY id"
+            args.append(limit)
+        return [dict(r) for r in self.db.execute(sql, args)]

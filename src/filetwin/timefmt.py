@@ -1,0 +1,34 @@
+"""Times as users write them (ISO 8601 or Unix seconds) and as we show them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from .errors import UsageError
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC with milliseconds, ``None`` kept."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str | float | int) -> float:
+    """ISO 8601 (naive means UTC) or Unix seconds → Unix seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    value = str(text).strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as e:
+        raise UsageError(
+            f"time {value!r} is neither ISO 8601 (2026-11-25T10:00:00Z) nor Unix seconds"
+        ) from e
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
