@@ -1,0 +1,109 @@
+"""Test helpers: a real daemon in a temporary state directory, polling waits.
+
+Nothing here sleeps to synchronise: ``wait_until`` polls a condition and
+fails the test with a message when its timeout passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filetwin import Client, DaemonUnavailable
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Daemon:
+    """A ``filetwin daemon`` process on its own state directory."""
+
+    def __init__(self, state_dir: Path, config: dict[str, Any] | None = None) -> None:
+        self.state_dir = state_dir
+        self.config_path = state_dir.parent / f"{state_dir.name}.toml"
+        lines = []
+        for key, value in (config or {}).items():
+            lines.append(
+                f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
+            )
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = Client(socket_path=state_dir / "filetwin.sock", timeout=120)
+        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+
+    def start(self) -> Daemon:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "filetwin",
+                "daemon",
+                "--state-dir",
+                str(self.state_dir),
+                "--config",
+                str(self.config_path),
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        wait_until(self._answers, 30, "the daemon to answer")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            self.client.ping()
+        except DaemonUnavailable:
+            return False
+        return True
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(60)
+        if sig == signal.SIGKILL:
+            # Workers exit when their pipe closes; make sure the group is gone.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc = None
+        return code
+
+    def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli("--state-dir", str(self.state_dir), *args, input=input)
+
+
+def run_cli(
+    *args: str, input: bytes | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "filetwin", *args],
+        capture_output=True,
+        text=True,
+        input=None if input is None else input.decode(),
+        timeout=120,
+        cwd=cwd,
+    )
