@@ -37,15 +37,36 @@ class Daemon:
     def __init__(self, state_dir: Path, config: dict[str, Any] | None = None) -> None:
         self.state_dir = state_dir
         self.config_path = state_dir.parent / f"{state_dir.name}.toml"
+        self.write_config(config)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = Client(socket_path=state_dir / "filetwin.sock", timeout=120)
+        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+
+    def write_config(self, config: dict[str, Any] | None) -> None:
         lines = []
         for key, value in (config or {}).items():
             lines.append(
                 f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
             )
         self.config_path.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = Client(socket_path=state_dir / "filetwin.sock", timeout=120)
-        self.log_path = state_dir.parent / f"{state_dir.name}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "filetwin.sock"
+
+    def restart(self, sig: int = signal.SIGTERM, **config: Any) -> Daemon:
+        """Stop the daemon with ``sig`` (if it runs) and start it again on the same
+        state directory, with ``config`` as its whole new config when any is given."""
+        if self.proc is not None:
+            self.stop(sig)
+        if config:
+            self.write_config(config)
+        return self.start()
 
     def start(self) -> Daemon:
         log = self.log_path.open("ab")

@@ -67,6 +67,15 @@ async def body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def no_unknown_fields(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse fields the endpoint does not know: a typo must not be silently ignored."""
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise UsageError(
+            f"unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(allowed)}"
+        )
+
+
 def field(
     data: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True
 ) -> Any:
@@ -119,12 +128,14 @@ class Api:
 
     async def add(self, request: web.Request) -> web.Response:
         data = await body(request)
+        no_unknown_fields(data, ("paths", *POLICY_KEYS))
         paths = field(data, "paths", list)
         policy = Policy().updated({k: data.get(k) for k in POLICY_KEYS})
         return web.json_response(await self.engine.add(paths, policy))
 
     async def update(self, request: web.Request) -> web.Response:
         data = await body(request)
+        no_unknown_fields(data, ("path", *POLICY_KEYS))
         path = self._path(field(data, "path", str))
         changes = {k: data[k] for k in POLICY_KEYS if data.get(k) is not None}
         if not changes:

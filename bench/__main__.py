@@ -1,0 +1,190 @@
+"""``python -m bench``: filetwin side by side with restic, borg and rsync.
+
+Builds the seeded dataset, runs every measurement ``--runs`` times with the
+tools alternating (A B C D, B C D A, ...), and writes medians and min-max to
+``bench/results/*.json`` and a table into ``bench/README.md``. ``--quick``
+is the tiny smoke run the test suite uses so that the harness never rots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import dataset, own, report
+from .tools import PEERS, Filetwin, Tool, available
+
+HERE = Path(__file__).parent
+
+
+def install_peers() -> None:
+    missing = [
+        pkg
+        for cmd, pkg in (
+            ("restic", "restic"),
+            ("borg", "borgbackup"),
+            ("rsync", "rsync"),
+            ("/usr/bin/time", "time"),
+        )
+        if not available(cmd)
+    ]
+    if missing:
+        print(f"installing peers: {' '.join(missing)}", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *missing],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+
+
+def timed(fn: object, *args: object) -> float:
+    t0 = time.perf_counter()
+    fn(*args)  # type: ignore[operator]
+    return time.perf_counter() - t0
+
+
+def run_tool(tool: Tool, ds: dataset.Dataset, scratch: Path, run: int) -> dict[str, float]:
+    row: dict[str, float] = {}
+    tool.setup()
+    try:
+        files = ds.files
+        row["first_backup_s"] = timed(tool.first_backup, files)
+        row["repo_after_first_mb"] = tool.repo_bytes() / 1e6
+        # 1 MiB changed in the middle of the large file.
+        before = tool.repo_bytes()
+        if isinstance(tool, Filetwin):
+            versions = tool.last_versions([ds.large])
+            t0 = time.perf_counter()
+            dataset.change_middle(ds.large, 1 << 20, seed=run)
+            tool.wait_versions([ds.large], versions)
+            row["large_change_s"] = time.perf_counter() - t0
+        else:
+            dataset.change_middle(ds.large, 1 << 20, seed=run)
+            row["large_change_s"] = timed(tool.incremental, [ds.large])
+        row["large_change_added_mb"] = (tool.repo_bytes() - before) / 1e6
+        # Ten small files changed.
+        before = tool.repo_bytes()
+        if isinstance(tool, Filetwin):
+            import random
+
+            picked = random.Random(run).sample(ds.small, 10)
+            versions = tool.last_versions(picked)
+            t0 = time.perf_counter()
+            for p in picked:
+                with p.open("ab") as fh:
+                    fh.write(random.Random(str(p)).randbytes(1024))
+            tool.wait_versions(picked, versions)
+            row["small_change_s"] = time.perf_counter() - t0
+        else:
+            dataset.change_small(ds, 10, seed=run)
+            row["small_change_s"] = timed(tool.incremental, [])
+        row["small_change_added_mb"] = (tool.repo_bytes() - before) / 1e6
+        dest = scratch / f"restore-{tool.name}"
+        row["restore_all_s"] = timed(tool.restore_all, dest)
+        shutil.rmtree(dest, ignore_errors=True)
+        old = ds.small[len(ds.small) // 2]
+        row["restore_old_s"] = timed(tool.restore_old, old, dest)
+        shutil.rmtree(dest, ignore_errors=True)
+        row["repo_final_mb"] = tool.repo_bytes() / 1e6
+        if isinstance(tool, Filetwin):
+            tool.sample_peak()
+        row["peak_rss_mb"] = tool.peak_kib / 1024
+    finally:
+        tool.teardown()
+    return row
+
+
+def versus_peers(args: argparse.Namespace, base: Path) -> dict[str, list[dict[str, float]]]:
+    source = dataset.build(base / "source", scale=args.scale, large_bytes=args.large_bytes)
+    names = ["filetwin", *[n for n in PEERS if available(n if n != "borg" else "borg")]]
+    if args.skip_peers:
+        names = ["filetwin"]
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for run in range(args.runs):
+        order = names[run % len(names) :] + names[: run % len(names)]
+        for name in order:
+            work = base / f"work-{name}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            data = work / "data"
+            subprocess.run(["cp", "-a", "--reflink=auto", str(source.root), str(data)], check=True)
+            ds = dataset.Dataset(
+                data,
+                [data / p.relative_to(source.root) for p in source.small],
+                data / source.large.relative_to(source.root),
+            )
+            tool: Tool = (
+                Filetwin(work, data, coalesce_ms=20)
+                if name == "filetwin"
+                else PEERS[name](work, data)
+            )
+            row = run_tool(tool, ds, work, run)
+            print(
+                f"run {run + 1}/{args.runs} {name}: "
+                + ", ".join(f"{k}={v:.3g}" for k, v in row.items()),
+                file=sys.stderr,
+            )
+            results[name].append(row)
+            shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (used by the tests)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--scale", type=float, default=1.0, help="dataset size factor (1.0 = 256 MiB)")
+    p.add_argument("--large-bytes", type=int, default=None, help="size of the large file")
+    p.add_argument("--skip-peers", action="store_true")
+    p.add_argument("--no-install", action="store_true", help="do not apt-get the peers")
+    p.add_argument("--only", choices=["peers", "own"], default=None)
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--readme", type=Path, default=HERE / "README.md")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs, args.scale = 1, 0.01
+        args.large_bytes = args.large_bytes or 8 << 20
+    if not args.no_install and not args.quick:
+        install_peers()
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="filetwin-bench-", dir="/var/tmp"))
+    base.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {platform.release()}, "
+        f"{own.cpu_count()} cores, {own.mem_gib():.0f} GiB",
+        "versions": own.tool_versions(),
+        "runs": args.runs,
+        "scale": args.scale,
+        "quick": args.quick,
+    }
+    try:
+        out: dict[str, object] = {"meta": meta}
+        if args.only in (None, "peers"):
+            out["peers"] = report.summarise(versus_peers(args, base))
+        if args.only in (None, "own"):
+            out["own"] = own.measure(base, quick=args.quick, runs=args.runs)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(base, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "quick.json" if args.quick else "latest.json"
+    (args.out / name).write_text(json.dumps(out, indent=2) + "\n")
+    if not args.quick:
+        report.write_readme(args.readme, out)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

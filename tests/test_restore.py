@@ -1,0 +1,248 @@
+"""Restore through the CLI: choosing a version, exactness, offline, planted links."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from tests.helpers import Daemon, wait_until
+
+KNOWN_MTIME_NS = 1_600_000_000_123_456_789
+OWNER = (1234, 5678)
+
+
+def b3(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def history(d: Daemon, f: Path) -> list[dict[str, Any]]:
+    r = d.cli("history", str(f), "--json")
+    assert r.returncode == 0, r.stderr
+    result: list[dict[str, Any]] = json.loads(r.stdout)
+    return result
+
+
+def ts(iso_time: str) -> float:
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
+def protected_two_versions(d: Daemon, f: Path) -> list[dict[str, Any]]:
+    """``f`` protected with v1 (mode 0640, known mtime and owner), then changed to v2."""
+    f.write_bytes(b"version one\n")
+    f.chmod(0o640)
+    os.chown(f, *OWNER)
+    os.utime(f, ns=(KNOWN_MTIME_NS, KNOWN_MTIME_NS))
+    r = d.cli("add", str(f))
+    assert r.returncode == 0, r.stderr
+    f.write_bytes(b"version two, longer\n")
+    wait_until(lambda: len(d.client.history(f)) == 2, what="the close version")
+    versions = history(d, f)
+    assert [v["cause"] for v in versions] == ["initial", "close"]
+    return versions
+
+
+def assert_is_v1(f: Path) -> None:
+    st = os.lstat(f)
+    assert stat.S_ISREG(st.st_mode)
+    assert f.read_bytes() == b"version one\n"
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_mtime_ns == KNOWN_MTIME_NS
+    assert (st.st_uid, st.st_gid) == OWNER
+
+
+def test_restore_by_id_and_prefix_keeps_replaced_content(daemon: Daemon, files: Path) -> None:
+    f = files / "doc.txt"
+    v1, v2 = protected_two_versions(daemon, f)
+
+    r = daemon.cli("restore", str(f), "--version", v1["id"])
+    assert r.returncode == 0, r.stderr
+    assert v1["id"] in r.stdout and "kept as version" in r.stdout
+    assert_is_v1(f)
+    kept = [v for v in history(daemon, f) if v["cause"] == "restore"]
+    assert len(kept) == 1 and kept[0]["hash"] == v2["hash"] == b3(b"version two, longer\n")
+
+    # Back to v2 by a short prefix; the v1 content now in place is kept aside too.
+    r = daemon.cli("restore", str(f), "--version", v2["id"][:4])
+    assert r.returncode == 0, r.stderr
+    assert f.read_bytes() == b"version two, longer\n"
+    kept = [v for v in history(daemon, f) if v["cause"] == "restore"]
+    assert [k["hash"] for k in kept] == [v2["hash"], v1["hash"]]
+    events = daemon.client.events(f)
+    assert [e["ok"] for e in events if e["kind"] == "restore"] == [True, True]
+
+
+def test_restore_at_time(daemon: Daemon, files: Path) -> None:
+    f = files / "timed.txt"
+    v1, v2 = protected_two_versions(daemon, f)
+    t1, t2 = ts(v1["time"]), ts(v2["time"])
+    assert t2 - t1 > 0.004, "versions too close to pick a time between them"
+    mid = (t1 + t2) / 2
+
+    r = daemon.cli("restore", str(f), "--at", f"{mid:.6f}")
+    assert r.returncode == 0, r.stderr
+    assert_is_v1(f)
+
+    f.write_bytes(b"scribble\n")
+    r = daemon.cli("restore", str(f), "--at", datetime.fromtimestamp(mid, UTC).isoformat())
+    assert r.returncode == 0, r.stderr
+    assert_is_v1(f)
+    iso_z = datetime.fromtimestamp(t2 + 0.002, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    r = daemon.cli("restore", str(f), "--at", iso_z, "--to", str(files / "at-v2.txt"))
+    assert r.returncode == 0, r.stderr
+    assert (files / "at-v2.txt").read_bytes() == b"version two, longer\n"
+
+    r = daemon.cli("restore", str(f), "--at", f"{t1 - 60:.3f}")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "no version of" in r.stderr and "the first is at" in r.stderr
+    r = daemon.cli("restore", str(f), "--at", "yesterday-ish")
+    assert r.returncode == 2 and "neither ISO 8601" in r.stderr
+    assert_is_v1(f)
+
+
+def test_restore_to_destination_leaves_original(daemon: Daemon, files: Path) -> None:
+    f = files / "orig.txt"
+    v1, _ = protected_two_versions(daemon, f)
+    before = (f.read_bytes(), os.stat(f).st_mtime_ns)
+    count = len(history(daemon, f))
+    dest = files / "elsewhere" / "copy.txt"
+    dest.parent.mkdir()
+    r = daemon.cli("restore", str(f), "--version", v1["id"], "--to", str(dest))
+    assert r.returncode == 0, r.stderr
+    assert str(dest) in r.stdout
+    assert_is_v1(dest)
+    assert (f.read_bytes(), os.stat(f).st_mtime_ns) == before
+    assert len(history(daemon, f)) == count
+    assert not [v for v in history(daemon, f) if v["cause"] == "restore"]
+    # --to into a directory that does not exist is an error, not a mkdir.
+    r = daemon.cli("restore", str(f), "--to", str(files / "nowhere" / "x.txt"))
+    assert r.returncode != 0 and "nowhere" in r.stderr
+
+
+def test_restore_errors(daemon: Daemon, files: Path) -> None:
+    f = files / "err.txt"
+    v1, _ = protected_two_versions(daemon, f)
+    before = f.read_bytes()
+    cases = [
+        (["--version", v1["id"], "--at", "0"], 2, "either --version or --at"),
+        (["--version", "deadbeef"], 1, "no version deadbeef"),
+        (["--version", "ab"], 2, "at least 4 hex"),
+        (["--version", "zzzzzz"], 2, "at least 4 hex"),
+    ]
+    for args, code, words in cases:
+        r = daemon.cli("restore", str(f), *args)
+        assert r.returncode == code, (args, r.stdout, r.stderr)
+        assert words in r.stderr, (args, r.stderr)
+    never = files / "never.txt"
+    r = daemon.cli("restore", str(never))
+    assert r.returncode == 1 and str(never) in r.stderr
+    assert not never.exists()
+    assert f.read_bytes() == before
+
+
+def test_large_random_file_restores_bit_for_bit(daemon: Daemon, files: Path) -> None:
+    f = files / "big.bin"
+    first = os.urandom(5 << 20)
+    f.write_bytes(first)
+    assert daemon.cli("add", str(f)).returncode == 0
+    second = bytearray(first)
+    second[1 << 20 : (1 << 20) + 4096] = os.urandom(4096)
+    second += os.urandom(12345)
+    f.write_bytes(second)
+    wait_until(lambda: len(daemon.client.history(f)) == 2, what="second version")
+    v1, v2 = history(daemon, f)
+    assert (v1["hash"], v1["size"]) == (b3(first), len(first))
+    assert (v2["hash"], v2["size"]) == (b3(bytes(second)), len(second))
+
+    r = daemon.cli("restore", str(f), "--version", v1["id"])
+    assert r.returncode == 0, r.stderr
+    assert f.read_bytes() == first
+    r = daemon.cli("restore", str(f), "--version", v2["id"], "--to", str(files / "v2.bin"))
+    assert r.returncode == 0, r.stderr
+    assert (files / "v2.bin").read_bytes() == bytes(second)
+
+
+def test_restore_and_history_without_daemon(daemon: Daemon, files: Path) -> None:
+    f = files / "offline.txt"
+    v1, v2 = protected_two_versions(daemon, f)
+    assert daemon.stop() == 0
+    assert daemon.cli("status").returncode == 3
+
+    assert history(daemon, f) == [v1, v2]
+    r = daemon.cli("restore", str(f), "--version", v1["id"][:6])
+    assert r.returncode == 0, r.stderr
+    assert_is_v1(f)
+    versions = history(daemon, f)
+    assert versions[:2] == [v1, v2]
+    assert [(v["cause"], v["hash"]) for v in versions[2:]] == [("restore", v2["hash"])]
+
+    dest = files / "offline-copy.txt"
+    r = daemon.cli("restore", str(f), "--version", v2["id"], "--to", str(dest))
+    assert r.returncode == 0, r.stderr
+    assert dest.read_bytes() == b"version two, longer\n"
+    r = daemon.cli("restore", str(f), "--version", "deadbeef")
+    assert r.returncode == 1 and "no version deadbeef" in r.stderr
+
+    r = daemon.cli("events", str(f), "--json")
+    assert r.returncode == 0, r.stderr
+    restores = [e for e in json.loads(r.stdout) if e["kind"] == "restore"]
+    assert [e["ok"] for e in restores] == [True, True, False]
+    assert "no daemon running" in restores[0]["message"]
+    assert v1["id"] in restores[0]["message"]
+
+
+def test_restore_replaces_planted_symlink_without_following(daemon: Daemon, files: Path) -> None:
+    f = files / "target.txt"
+    v1, _ = protected_two_versions(daemon, f)
+    victim = files.parent / "victim.txt"
+    victim.write_bytes(b"victim content\n")
+    victim_st = os.stat(victim)
+    f.unlink()
+    f.symlink_to(victim)
+
+    r = daemon.cli("restore", str(f), "--version", v1["id"])
+    assert r.returncode == 0, r.stderr
+    assert not f.is_symlink()
+    assert_is_v1(f)
+    assert victim.read_bytes() == b"victim content\n"
+    st = os.stat(victim)
+    assert (st.st_mode, st.st_uid, st.st_mtime_ns) == (
+        victim_st.st_mode,
+        victim_st.st_uid,
+        victim_st.st_mtime_ns,
+    )
+    assert not [v for v in history(daemon, f) if v["hash"] == b3(b"victim content\n")]
+
+
+def test_restore_refuses_symlinked_parent(daemon: Daemon, files: Path) -> None:
+    sub = files / "sub"
+    sub.mkdir()
+    f = sub / "data.txt"
+    v1, _ = protected_two_versions(daemon, f)
+    victim_dir = files.parent / "victim-dir"
+    victim_dir.mkdir()
+    victim = victim_dir / "data.txt"
+    victim.write_bytes(b"victim content\n")
+    sub.rename(files / "sub.moved")
+    sub.symlink_to(victim_dir)
+
+    for extra in ([], ["--version", v1["id"]]):
+        r = daemon.cli("restore", str(f), *extra)
+        assert r.returncode != 0, (r.stdout, r.stderr)
+        assert f"{sub} is a symbolic link" in r.stderr
+    assert victim.read_bytes() == b"victim content\n"
+    assert sorted(os.listdir(victim_dir)) == ["data.txt"]
+    assert (files / "sub.moved" / "data.txt").read_bytes() == b"version two, longer\n"
+    failed = [e for e in daemon.client.events(f) if e["kind"] == "restore"]
+    assert failed and not any(e["ok"] for e in failed)
+
+    # Offline restore refuses the same way.
+    daemon.stop()
+    r = daemon.cli("restore", str(f), "--version", v1["id"])
+    assert r.returncode != 0 and f"{sub} is a symbolic link" in r.stderr
+    assert victim.read_bytes() == b"victim content\n"
