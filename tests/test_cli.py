@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,8 @@ def cli_json(d: Daemon, *args: str) -> Any:
 def assert_iso_utc(value: Any) -> datetime:
     assert isinstance(value, str) and ISO_UTC.match(value), value
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
+    offset = parsed.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
     # A time filetwin recorded during this test run, not a misread epoch.
     assert abs(parsed.timestamp() - datetime.now(UTC).timestamp()) < 3600
     return parsed
@@ -103,7 +104,7 @@ def test_json_shapes(daemon: Daemon, files: Path) -> None:
     wait_until(lambda: len(daemon.client.history(f)) == 2, what="the close version")
 
     [row] = cli_json(daemon, "status")
-    assert STATUS_KEYS <= set(row), STATUS_KEYS - set(row)
+    assert set(row) >= STATUS_KEYS, STATUS_KEYS - set(row)
     assert row["path"] == str(f)
     assert (row["backup_mode"], row["recovery_mode"], row["retries"]) == ("on-close", "manual", 3)
     assert row["state"] == "watching" and row["pending_change"] == "none"
@@ -116,7 +117,7 @@ def test_json_shapes(daemon: Daemon, files: Path) -> None:
     versions = cli_json(daemon, "history", str(f))
     assert [v["cause"] for v in versions] == ["initial", "close"]
     for v, content in zip(versions, [b"first\n", b"second version\n"], strict=True):
-        assert HISTORY_KEYS <= set(v), HISTORY_KEYS - set(v)
+        assert set(v) >= HISTORY_KEYS, HISTORY_KEYS - set(v)
         assert v["hash"] == b3(content)
         assert v["size"] == len(content)
         assert re.fullmatch(r"[0-9a-f]{8,}", v["id"]), v["id"]
@@ -127,7 +128,7 @@ def test_json_shapes(daemon: Daemon, files: Path) -> None:
     events = cli_json(daemon, "events")
     assert events, "no events"
     for e in events:
-        assert EVENT_KEYS <= set(e), EVENT_KEYS - set(e)
+        assert set(e) >= EVENT_KEYS, EVENT_KEYS - set(e)
         assert_iso_utc(e["time"])
         assert isinstance(e["ok"], bool)
     kinds = [e["kind"] for e in events if e["path"] == str(f)]
@@ -244,9 +245,19 @@ def raw_request(sock: Path, method: str, url: str, body: bytes | None) -> tuple[
         conn.close()
 
 
+@pytest.fixture(scope="module")
+def api_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for the socket tests, which change nothing."""
+    d = Daemon(tmp_path_factory.mktemp("api") / "state").start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
 @pytest.fixture
-def sock(daemon: Daemon) -> Path:
-    return daemon.state_dir / "filetwin.sock"
+def sock(api_daemon: Daemon) -> Path:
+    return api_daemon.state_dir / "filetwin.sock"
 
 
 def test_socket_is_private(sock: Path) -> None:
@@ -278,12 +289,12 @@ def test_openapi_over_curl(sock: Path) -> None:
         (b'{"paths": "/x"}', "wrong type"),
     ],
 )
-def test_malformed_body_is_400(daemon: Daemon, sock: Path, body: bytes, words: str) -> None:
+def test_malformed_body_is_400(api_daemon: Daemon, sock: Path, body: bytes, words: str) -> None:
     status, answer = raw_request(sock, "POST", "/add", body)
     assert status == 400
     assert words in answer["error"] and answer["exit_code"] == 2
-    assert daemon.client.status() == []
-    assert not [e for e in daemon.client.events() if e["kind"] == "added"]
+    assert api_daemon.client.status() == []
+    assert not [e for e in api_daemon.client.events() if e["kind"] == "added"]
 
 
 AS_NOBODY = """
@@ -324,12 +335,12 @@ def reachable_sock(sock: Path) -> Iterator[Path]:
     """
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv")
+    if os.stat(tempfile.gettempdir()).st_mode & 0o001 == 0:
+        pytest.skip(f"{tempfile.gettempdir()} is not searchable by others")
     d = Path(tempfile.mkdtemp())
     d.chmod(0o711)
     link = d / "api.sock"
     try:
-        if d.parent.stat().st_mode & 0o001 == 0:
-            pytest.skip(f"{d.parent} is not searchable by others")
         os.link(sock, link)
     except OSError as e:
         shutil.rmtree(d)
@@ -341,7 +352,7 @@ def reachable_sock(sock: Path) -> Iterator[Path]:
         shutil.rmtree(d)
 
 
-def test_other_users_are_refused(daemon: Daemon, sock: Path, reachable_sock: Path) -> None:
+def test_other_users_are_refused(api_daemon: Daemon, sock: Path, reachable_sock: Path) -> None:
     assert as_nobody(reachable_sock) == {"connect": "EACCES"}
     # With the mode opened up, the peer-credential check still refuses.
     os.chmod(sock, 0o666)
@@ -350,4 +361,19 @@ def test_other_users_are_refused(daemon: Daemon, sock: Path, reachable_sock: Pat
     assert answer["status"] == 403
     assert "uid 65534 may not use" in answer["body"]["error"]
     os.chmod(sock, 0o600)
-    assert daemon.client.status() == []
+    assert api_daemon.client.status() == []
+
+
+def test_config_defaults_apply_to_new_entries(
+    make_daemon: Callable[..., Daemon], files: Path
+) -> None:
+    d = make_daemon("defaults", default_keep=7, default_retries=1)
+    f = files / "defaults.txt"
+    f.write_text("x\n")
+    assert d.cli("add", str(f)).returncode == 0
+    row = d.client.status(f)
+    assert (row["keep"], row["retries"]) == (7, 1)
+    g = files / "explicit.txt"
+    g.write_text("y\n")
+    assert d.cli("add", str(g), "--keep", "3", "--retries", "0").returncode == 0
+    assert (d.client.status(g)["keep"], d.client.status(g)["retries"]) == (3, 0)

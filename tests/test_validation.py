@@ -269,3 +269,35 @@ def test_errors_keep_their_type_over_the_socket(shared: Daemon, existing: Path) 
         shared.client.add(existing)
     assert isinstance(info.value, FiletwinError)
     assert info.value.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ({"path": "relative.txt"}, "relative.txt is not an absolute path"),
+        ({"path": 7}, "'path' has the wrong type"),
+        ({}, "missing field 'path'"),
+        ({"path": "<existing>", "to": "copy.txt"}, "destination copy.txt is not an absolute"),
+        ({"path": "<existing>", "at": [1]}, "'at' has the wrong type"),
+        ({"path": "<existing>", "at": "soon"}, "neither ISO 8601"),
+        ({"path": "<existing>", "version": "xy"}, "at least 4 hex"),
+    ],
+)
+def test_api_restore_refuses_malformed_bodies(
+    shared: Daemon, existing: Path, payload: dict[str, Any], words: str
+) -> None:
+    if payload.get("path") == "<existing>":
+        payload = {**payload, "path": str(existing)}
+    before = snapshot(shared, existing)
+    with pytest.raises(UsageError, match=words):
+        shared.client.request("POST", "/restore", payload)
+    after = snapshot(shared, existing)
+    assert after["files"] == before["files"] and after["status"] == before["status"]
+    assert not (Path.cwd() / "copy.txt").exists()
+
+
+def test_events_of_a_symlink_are_its_targets(shared: Daemon, existing: Path, files: Path) -> None:
+    link = files / "link.txt"
+    link.symlink_to(existing)
+    events = shared.client.events(existing)
+    assert events and shared.client.events(link) == events

@@ -28,6 +28,23 @@ def default_state_dir() -> Path:
     return Path(xdg) / "filetwin"
 
 
+def _check_type(key: str, value: object, declared: object) -> None:
+    """A config value of the wrong TOML type is a usage error, not a crash later."""
+    if declared in ("int", int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        wanted = "an integer"
+    elif declared in ("float", float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        wanted = "a number"
+    elif declared in ("str", str):
+        ok = isinstance(value, str)
+        wanted = "a string"
+    else:
+        return
+    if not ok:
+        raise UsageError(f"config setting {key} must be {wanted}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of one daemon and of the commands that talk to it.
@@ -81,6 +98,8 @@ class Config:
                 raise UsageError(f"config file {path} does not exist") from e
             except tomllib.TOMLDecodeError as e:
                 raise UsageError(f"config file {path} is not valid TOML: {e}") from e
+            except OSError as e:
+                raise UsageError(f"cannot read config file {path}: {e.strerror}") from e
         known = {f for f in cls.__dataclass_fields__ if f not in ("state_dir", "extra")}
         kwargs: dict[str, object] = {}
         extra: dict[str, object] = {}
@@ -90,9 +109,13 @@ class Config:
             elif key not in ("state_dir", "testing"):
                 extra[key] = value
         testing = values.get("testing")
+        if testing is not None and not isinstance(testing, dict):
+            raise UsageError(f"[testing] in the config file must be a table, not {testing!r}")
         if isinstance(testing, dict):
             # [testing] holds settings only tests use, such as worker_stall_s.
             kwargs.update({k: v for k, v in testing.items() if k in known})
+        for key, value in kwargs.items():
+            _check_type(key, value, cls.__dataclass_fields__[key].type)
         raw_dir = state_dir if state_dir is not None else values.get("state_dir")
         sd = Path(str(raw_dir)).expanduser() if raw_dir else default_state_dir()
         cfg = cls(state_dir=sd.absolute(), extra=extra, **kwargs)  # type: ignore[arg-type]
@@ -104,8 +127,20 @@ class Config:
             raise UsageError(f"workers must be between 1 and 64, not {self.workers}")
         if self.coalesce_ms < 0 or self.coalesce_ms > 50:
             raise UsageError(f"coalesce_ms must be between 0 and 50, not {self.coalesce_ms}")
-        if self.default_keep < 1:
-            raise UsageError(f"default_keep must be at least 1, not {self.default_keep}")
+        if not 1 <= self.default_keep <= 100_000:
+            raise UsageError(f"default_keep must be between 1 and 100000, not {self.default_keep}")
+        if not 0 <= self.default_retries <= 100:
+            raise UsageError(
+                f"default_retries must be between 0 and 100, not {self.default_retries}"
+            )
+        for name in ("timeout_floor_s", "timeout_rate"):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):
+                raise UsageError(f"{name} must be a positive number, not {value}")
+        for name in ("retry_backoff_s", "worker_stall_s"):
+            value = getattr(self, name)
+            if not 0 <= value < float("inf"):
+                raise UsageError(f"{name} must be a number of seconds >= 0, not {value}")
 
     def ensure_state_dir(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

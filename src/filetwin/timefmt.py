@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from .errors import UsageError
@@ -17,12 +18,14 @@ def iso(ts: float | None) -> str | None:
 def parse_time(text: str | float | int) -> float:
     """ISO 8601 (naive means UTC) or Unix seconds → Unix seconds."""
     if isinstance(text, int | float) and not isinstance(text, bool):
-        return float(text)
+        return _finite(float(text), text)
     value = str(text).strip()
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return _finite(seconds, value)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as e:
@@ -32,3 +35,9 @@ def parse_time(text: str | float | int) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def _finite(seconds: float, given: object) -> float:
+    if not math.isfinite(seconds):
+        raise UsageError(f"time {given!r} is not a finite number of Unix seconds")
+    return seconds

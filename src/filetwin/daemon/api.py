@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import FiletwinError, PermissionDenied, UsageError
+from ..errors import FiletwinError, NotFound, PermissionDenied, UsageError
 from ..policy import Policy
 from ..table import as_json
 from .engine import Engine
@@ -130,7 +130,9 @@ class Api:
         data = await body(request)
         no_unknown_fields(data, ("paths", *POLICY_KEYS))
         paths = field(data, "paths", list)
-        policy = Policy().updated({k: data.get(k) for k in POLICY_KEYS})
+        config = self.engine.config
+        defaults = Policy(retries=config.default_retries, keep=config.default_keep)
+        policy = defaults.updated({k: data.get(k) for k in POLICY_KEYS})
         return web.json_response(await self.engine.add(paths, policy))
 
     async def update(self, request: web.Request) -> web.Response:
@@ -179,7 +181,7 @@ class Api:
             raise UsageError("missing query parameter 'path'")
         try:
             path = self._path(raw)
-        except FiletwinError:
+        except NotFound:
             path = os.path.normpath(raw)  # history outlives the entry (remove without purge)
         versions = self.engine.repo.versions(path)
         if not versions and self.engine.table.get(path) is None:
@@ -191,8 +193,11 @@ class Api:
         raw = field(data, "path", str)
         try:
             path = self._path(raw)
-        except FiletwinError:
-            path = os.path.normpath(raw)
+        except NotFound:
+            path = os.path.normpath(raw)  # a removed entry's history can still be restored
+        to = field(data, "to", str, required=False)
+        if to is not None and not os.path.isabs(to):
+            raise UsageError(f"destination {to} is not an absolute path")
         at = data.get("at")
         if at is not None and not isinstance(at, str | int | float):
             raise UsageError(f"field 'at' has the wrong type: {at!r}")
@@ -200,13 +205,18 @@ class Api:
             path,
             version=field(data, "version", str, required=False),
             at=None if at is None else str(at),
-            to=field(data, "to", str, required=False),
+            to=to,
         )
         return web.json_response(result)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         raw = request.query.get("path")
-        path = os.path.normpath(raw) if raw else None
+        path = None
+        if raw:
+            try:
+                path = self._path(raw)  # a symlink's events are its target's
+            except NotFound:
+                path = os.path.normpath(raw)  # events outlive the entry
         try:
             after = int(request.query.get("after", "0"))
             limit = int(request.query["limit"]) if "limit" in request.query else None
