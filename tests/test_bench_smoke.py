@@ -18,10 +18,24 @@ def test_bench_quick(tmp_path: Path) -> None:
     if not Path("/usr/bin/time").exists():
         pytest.skip("/usr/bin/time is needed to measure the peers' memory")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--no-install", *peers,
-         "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
-         "--readme", str(tmp_path / "README.md")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--no-install",
+            *peers,
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(tmp_path / "results"),
+            "--readme",
+            str(tmp_path / "README.md"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads((tmp_path / "results" / "quick.json").read_text())

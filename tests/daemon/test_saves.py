@@ -96,8 +96,10 @@ def test_save_pattern_yields_exact_version(
     first = version_with(daemon, f, initial)
     assert first["cause"] == "initial"
 
-    saved = initial.replace(b"old", b"new", 1) if pattern == "sed-i" else b"saved by " + (
-        pattern.encode() * 50
+    saved = (
+        initial.replace(b"old", b"new", 1)
+        if pattern == "sed-i"
+        else b"saved by " + (pattern.encode() * 50)
     )
     PATTERNS[pattern](f, saved)
     v = version_with(daemon, f, saved)
@@ -153,6 +155,7 @@ def test_rapid_saves_leave_no_torn_versions(
         dest = tmp_path / f"v{i}"
         daemon.client.restore(f, version=v["id"], to=dest)
         assert dest.read_bytes() == by_hash[v["hash"]]
+    wait_until(lambda: daemon.client.status(f)["versions"] == len(history), what="the status")
     assert daemon.client.status(f)["last_result"] == "ok"
 
 
@@ -238,3 +241,16 @@ def test_missing_file_recreated_by_rename(daemon: Daemon, files: Path) -> None:
     save_rename_over(f, b"two\n")
     version_with(daemon, f, b"two\n")
     assert daemon.client.status(f)["state"] == "watching"
+
+
+def test_directory_removed_and_recreated(daemon: Daemon, files: Path) -> None:
+    d = files / "sub"
+    d.mkdir()
+    f = d / "x.txt"
+    f.write_text("one\n")
+    daemon.client.add(f)
+    shutil.rmtree(d)
+    wait_until(lambda: daemon.client.status(f)["state"] == "missing", what="state missing")
+    d.mkdir()
+    f.write_text("two\n")
+    version_with(daemon, f, b"two\n")

@@ -114,6 +114,11 @@ class Watcher:
             if event.name and event.name in self._names.get(directory, ()):
                 self._callback(os.path.join(directory, event.name), event.mask)
 
+    def watching(self, path: str) -> bool:
+        """Whether events on ``path`` are delivered (False once its directory went away)."""
+        directory, name = os.path.split(path)
+        return name in self._names.get(directory, ())
+
     @property
     def directories(self) -> int:
         return len(self._wd_of_dir)

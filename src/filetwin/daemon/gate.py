@@ -37,8 +37,12 @@ class Gate:
             self._waiting_exclusive += 1
             try:
                 await self._cond.wait_for(lambda: not self._exclusive and self._shared == 0)
-            finally:
+            except BaseException:
+                # Given up (cancelled): shared waiters held back for us may go on.
                 self._waiting_exclusive -= 1
+                self._cond.notify_all()
+                raise
+            self._waiting_exclusive -= 1
             self._exclusive = True
         try:
             yield

@@ -82,7 +82,16 @@ class WorkerPool:
                 answer.set_exception(JobFailed(f"worker {worker.pid} died: {e!r}"))
 
         try:
-            worker.conn.send(job)
+            if not worker.process.is_alive():
+                # Killed while idle (OOM killer, a person): the job has not run
+                # anywhere, so it simply goes to a fresh worker.
+                worker = await self._replace(worker)
+            try:
+                worker.conn.send(job)
+            except OSError as e:
+                pid = worker.pid
+                worker = await self._replace(worker)
+                raise JobFailed(f"could not hand the job to worker {pid}: {e}") from e
             if on_start is not None:
                 on_start(worker.pid)
             loop.add_reader(worker.conn.fileno(), readable)
@@ -93,7 +102,8 @@ class WorkerPool:
                 pid = worker.pid
                 worker = await self._replace(worker)
                 raise JobTimeout(
-                    f"job ran past its {timeout:g} s deadline; worker {pid} was killed"
+                    f"timed out: the job ran past its {timeout:g} s deadline; "
+                    f"worker {pid} was killed"
                 ) from None
             except JobFailed:
                 worker = await self._replace(worker)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("filetwin.supervisor")
 
+#: how often a supervisor whose directory is gone looks for it to come back
+REWATCH_S = 0.5
+
 
 class Supervisor:
     def __init__(self, engine: Engine, path: str) -> None:
@@ -34,7 +37,8 @@ class Supervisor:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.engine.watcher.watch(self.path)
+        # A directory that is gone now is looked for by _run until it is back.
+        self._rewatch()
         self._task = asyncio.create_task(self._run(), name=f"supervisor {self.path}")
 
     async def stop(self) -> None:
@@ -56,9 +60,27 @@ class Supervisor:
         """Ask for a look at the file soon (after a restart, a resume)."""
         self._dirty.set()
 
+    def _rewatch(self) -> bool:
+        try:
+            self.engine.watcher.watch(self.path)
+        except FiletwinError:
+            return False
+        return True
+
     async def _run(self) -> None:
         while True:
-            await self._dirty.wait()
+            if self.engine.watcher.watching(self.path):
+                await self._dirty.wait()
+            else:
+                # The file's directory went away and the kernel dropped its watch:
+                # no event can tell that it is back, so look now and then; once it
+                # is watched again, take a look at the file.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), REWATCH_S)
+                if self._rewatch():
+                    self._dirty.set()
+                if not self._dirty.is_set():
+                    continue
             # Coalescing window: a timer, so that a burst of saves costs one job.
             await asyncio.sleep(self.engine.config.coalesce_ms / 1000)
             self._dirty.clear()
