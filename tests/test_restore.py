@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import blake3
-import pytest
 
 from tests.helpers import Daemon, wait_until
 
@@ -249,11 +248,6 @@ def test_restore_refuses_symlinked_parent(daemon: Daemon, files: Path) -> None:
     assert victim.read_bytes() == b"victim content\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.restore does not count the `restore` version it keeps aside "
-    "(status versions/last_version stay stale); see the test report",
-)
 def test_status_counts_the_version_kept_by_restore(daemon: Daemon, files: Path) -> None:
     f = files / "count.txt"
     v1, _ = protected_two_versions(daemon, f)

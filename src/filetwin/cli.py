@@ -190,9 +190,14 @@ def add(
         for note in result["messages"]:
             out.print(note, markup=False)
         for entry in result["entries"]:
+            first = (
+                f"first version {entry['last_version']}"
+                if entry["last_version"]
+                else "no first version yet"
+            )
             out.print(
                 f"protecting {entry['path']} ({entry['backup_mode']}, "
-                f"{entry['recovery_mode']}); first version {entry['last_version']}",
+                f"{entry['recovery_mode']}); {first}",
                 markup=False,
             )
         for failure in result["failures"]:

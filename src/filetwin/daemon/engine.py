@@ -103,8 +103,14 @@ class Engine:
         self.table.close()
 
     async def _catch_up(self, path: str) -> None:
-        """After a restart, back up a file changed while no daemon watched it."""
-        latest = await asyncio.to_thread(self.repo.latest, path)
+        """After a restart, back up a file changed while no daemon watched it.
+
+        Also recounts the entry's versions: an offline restore may have added one.
+        """
+        versions = await asyncio.to_thread(self.repo.versions, path)
+        latest = versions[-1] if versions else None
+        if self.table.get(path) is not None:
+            self.table.set(path, versions=len(versions))
         try:
             st = os.stat(path)
         except OSError:
@@ -368,11 +374,7 @@ class Engine:
             return None
 
     async def _after_commit(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
-        removed = 0
-        if row["keep"]:
-            removed = await asyncio.to_thread(self.repo.apply_retention, path, row["keep"])
         current = self.table.get(path)
-        versions = (current["versions"] if current else 0) + 1 - removed
         self.table.set(
             path,
             job_kind=None,
@@ -384,7 +386,7 @@ class Engine:
             last_backup_at=manifest.time,
             last_good_hash=manifest.hash,
             size=manifest.size,
-            versions=max(versions, 0),
+            versions=(current["versions"] if current else 0) + 1,
         )
         same = " (same content as the previous version)" if manifest.unchanged else ""
         self.emit(
@@ -394,12 +396,24 @@ class Engine:
             f"version {manifest.id} of {path} stored, {manifest.size} bytes, "
             f"cause {manifest.cause}{same}",
         )
+        await self._retain(path, row["keep"])
+
+    async def _retain(self, path: str, keep: int) -> None:
+        """Apply the entry's retention and recount its versions."""
+        removed = await asyncio.to_thread(self.repo.apply_retention, path, keep)
         if removed:
+            count = len(await asyncio.to_thread(self.repo.versions, path))
+            if self.table.get(path) is not None:
+                self.table.set(path, versions=count)
             asyncio.create_task(self._gc())
 
     async def _gc(self) -> None:
-        async with self.gate.exclusive():
-            removed = await asyncio.to_thread(self.repo.gc)
+        try:
+            async with self.gate.exclusive():
+                removed = await asyncio.to_thread(self.repo.gc)
+        except FiletwinError as e:
+            self.emit(None, "gc-failed", False, f"removing unreferenced chunks failed: {e}")
+            return
         if removed:
             log.info("retention removed %d unreferenced chunks", removed)
 
@@ -422,6 +436,11 @@ class Engine:
             self.emit(path, "restore", False, f"restore of {path} failed: {err}")
             raise err
         result: dict[str, Any] = answer["result"]
+        if result["kept_version"] and self.table.get(path) is not None:
+            # The worker stored the replaced content as a version: count it.
+            count = len(await asyncio.to_thread(self.repo.versions, path))
+            self.table.set(path, versions=count)
+            await self._retain(path, self.table.require(path)["keep"])
         kept = (
             f"; the replaced content is kept as version {result['kept_version']}"
             if result["kept_version"]

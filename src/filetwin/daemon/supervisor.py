@@ -34,6 +34,7 @@ class Supervisor:
         self.generation = 0
         self.lock = asyncio.Lock()
         self._dirty = asyncio.Event()
+        self._last_job_end = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -81,8 +82,13 @@ class Supervisor:
                     self._dirty.set()
                 if not self._dirty.is_set():
                     continue
-            # Coalescing window: a timer, so that a burst of saves costs one job.
-            await asyncio.sleep(self.engine.config.coalesce_ms / 1000)
+            # Coalescing: a save after a quiet spell starts a job at once (low
+            # latency); saves that follow within the window wait for it to end,
+            # so a burst costs one more job, which reads the burst's last content.
+            loop = asyncio.get_running_loop()
+            wait = self._last_job_end + self.engine.config.coalesce_ms / 1000 - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._dirty.clear()
             try:
                 await self.engine.backup(self.path, cause="close", explicit=False)
@@ -92,3 +98,4 @@ class Supervisor:
                 raise
             except Exception:
                 log.exception("supervisor of %s", self.path)
+            self._last_job_end = asyncio.get_running_loop().time()
