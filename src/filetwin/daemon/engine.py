@@ -173,12 +173,17 @@ class Engine:
         if change in ("add", "resume"):
             self.table.set(path, state="watching")
             self._start_supervisor(path)
-            self.table.set(path, pending_change="none")
             cause = "initial" if change == "add" else "manual"
-            if os.path.lexists(path):
-                await self.backup(path, cause=cause, explicit=True)
-            else:
-                self._set_missing(path)
+            # The change stays pending (visible in status) until its first version
+            # is taken; a daemon killed meanwhile applies it again at start.
+            try:
+                if os.path.lexists(path):
+                    await self.backup(path, cause=cause, explicit=True)
+                else:
+                    self._set_missing(path)
+            finally:
+                if self.table.get(path) is not None:
+                    self.table.set(path, pending_change="none")
         elif change == "update":
             await self._stop_supervisor(path)
             if row["state"] in ("watching", "missing"):
