@@ -165,7 +165,7 @@ def chunk_count(state_dir: Path) -> int:
 
 def test_identical_save_is_marked_unchanged(daemon: Daemon, files: Path) -> None:
     f = files / "same.bin"
-    data = os.urandom(200_000)  # several chunks
+    data = os.urandom(3_000_000)  # several chunks
     f.write_bytes(data)
     daemon.client.add(f)
     before = chunk_count(daemon.state_dir)

@@ -23,7 +23,7 @@ def stored(repo: Repository, tmp_path: Path) -> list[Manifest]:
     out = []
     for i in range(3):
         f = tmp_path / f"f{i}"
-        f.write_bytes(random.Random(i).randbytes(300_000))
+        f.write_bytes(random.Random(i).randbytes(1_500_000))
         out.append(repo.store_file(f, "manual"))
     # A second version sharing every chunk with the first.
     out.append(repo.store_file(tmp_path / "f0", "checkpoint"))
@@ -78,7 +78,7 @@ def test_bad_manifest(repo: Repository, stored: list[Manifest]) -> None:
     name = stored[1].object_name()
     repo.backend.put(name, b'{"id": "truncated')
     other = stored[2].object_name()
-    repo.backend.put(other, repo.backend.get(other).replace(b'"size":300000', b'"size":1'))
+    repo.backend.put(other, repo.backend.get(other).replace(b'"size":1500000', b'"size":1'))
     problems = check_repository(repo)
     assert sorted((p.kind, p.object) for p in problems) == sorted(
         [("bad-manifest", name), ("bad-manifest", other)]

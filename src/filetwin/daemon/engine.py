@@ -60,20 +60,28 @@ class Engine:
         self.watcher.start(asyncio.get_running_loop())
         for row in self.table.all():
             path = row["path"]
+            interrupted = row["job_kind"] is not None or row["last_result"] == "interrupted"
+            if interrupted:
+                self.emit(
+                    path,
+                    "interrupted",
+                    False,
+                    f"a {row['job_kind'] or 'backup'} job of {path} was interrupted "
+                    "by the daemon stopping; running it again",
+                )
+                self.table.set(
+                    path,
+                    job_kind=None,
+                    worker_pid=None,
+                    job_started_at=None,
+                    last_result=None if row["last_result"] == "interrupted" else row["last_result"],
+                )
             if row["pending_change"] != "none":
+                # A change the previous daemon did not finish: apply it again.
                 asyncio.create_task(self._apply_logged(path))
-                continue
-            if row["state"] in ("watching", "missing"):
+            elif row["state"] in ("watching", "missing"):
                 self._start_supervisor(path)
-                if row["job_kind"] is not None or row["last_result"] == "interrupted":
-                    self.emit(
-                        path,
-                        "interrupted",
-                        False,
-                        f"a {row['job_kind'] or 'backup'} job of {path} was interrupted "
-                        "by the daemon stopping; running it again",
-                    )
-                    self.table.set(path, job_kind=None, worker_pid=None, job_started_at=None)
+                if interrupted:
                     self.supervisors[path].poke()
                 else:
                     asyncio.create_task(self._catch_up(path))
@@ -228,12 +236,16 @@ class Engine:
                 True,
                 f"now protecting {path} ({policy.backup_mode}, {policy.recovery_mode})",
             )
+        # First versions run side by side, as many as there are workers.
+        results = await asyncio.gather(
+            *(self.apply(path) for path in resolved), return_exceptions=True
+        )
         failures = []
-        for path in resolved:
-            try:
-                await self.apply(path)
-            except FiletwinError as e:
-                failures.append(f"{path}: {e}")
+        for path, result in zip(resolved, results, strict=True):
+            if isinstance(result, FiletwinError):
+                failures.append(f"{path}: {result}")
+            elif isinstance(result, BaseException):
+                raise result
         return {"entries": self.status_many(resolved), "messages": notes, "failures": failures}
 
     def status_many(self, paths: list[str]) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 Parameters (changing any of them changes every chunk id and so stops dedup
 against existing data — treat them as part of the repository format):
 
-* FastCDC 2020 with avg 64 KiB, min 16 KiB, max 256 KiB, normalized chunking 1,
+* FastCDC 2020 with avg 256 KiB, min 64 KiB, max 1 MiB, normalized chunking 1,
   seed 0.  Boundaries depend only on content (not on how reads are buffered),
   so an edit only changes the chunks around it.  Per pyfastcdc's docs the real
   average is about avg + min = 80 KiB: small enough for good dedup of edits,
@@ -23,9 +23,9 @@ import zstandard
 
 from filetwin.errors import CorruptObject
 
-AVG_SIZE = 64 * 1024
-MIN_SIZE = 16 * 1024
-MAX_SIZE = 256 * 1024
+AVG_SIZE = 256 * 1024
+MIN_SIZE = 64 * 1024
+MAX_SIZE = 1024 * 1024
 ZSTD_LEVEL = 3
 
 _ID = re.compile(r"[0-9a-f]{64}")
