@@ -18,6 +18,7 @@ from .errors import (
     UnsafePath,
     UsageError,
 )
+from .fileobj import JournalWarning, NotJournaled, open
 from .policy import Policy
 
 __all__ = [
@@ -27,9 +28,12 @@ __all__ = [
     "FiletwinError",
     "JobFailed",
     "JobTimeout",
+    "JournalWarning",
+    "NotJournaled",
     "NotFound",
     "Policy",
     "RestoreError",
     "UnsafePath",
     "UsageError",
+    "open",
 ]

@@ -22,7 +22,7 @@ from rich.table import Table as RichTable
 from .client import Client
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, UsageError
-from .policy import BACKUP_MODES, RECOVERY_MODES
+from .policy import BACKUP_MODES, RECOVERY_MODES, SYNC_MODES
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Pipes and files get wide tables rather than columns cut to 80 characters.
@@ -87,6 +87,14 @@ def emit_json(data: Any) -> None:
 
 
 def policy_options(f: F) -> F:
+    f = click.option(
+        "--sync",
+        type=click.Choice(SYNC_MODES),
+        default=None,
+        help="on-write durability: batch (default; acknowledged records are "
+        "durable within 100 ms) or always (each record is fdatasynced "
+        "before it is acknowledged).",
+    )(f)
     f = click.option(
         "--keep",
         type=click.IntRange(1, 100_000),
@@ -172,6 +180,7 @@ def add(
     retries: int | None,
     timeout: float | None,
     keep: int | None,
+    sync: str | None,
     as_json: bool,
 ) -> None:
     """Protect files: register them, take their first version, start watching.
@@ -182,7 +191,15 @@ def add(
     result = (
         ctx_obj()
         .client()
-        .add(*paths, backup=backup, recovery=recovery, retries=retries, timeout=timeout, keep=keep)
+        .add(
+            *paths,
+            backup=backup,
+            recovery=recovery,
+            retries=retries,
+            timeout=timeout,
+            keep=keep,
+            sync=sync,
+        )
     )
     if as_json:
         emit_json(result)
@@ -219,13 +236,19 @@ def update(
     retries: int | None,
     timeout: float | None,
     keep: int | None,
+    sync: str | None,
     as_json: bool,
 ) -> None:
     """Change an entry's policy; the change takes effect at once."""
     changes = {
         k: v
         for k, v in dict(
-            backup=backup, recovery=recovery, retries=retries, timeout=timeout, keep=keep
+            backup=backup,
+            recovery=recovery,
+            retries=retries,
+            timeout=timeout,
+            keep=keep,
+            sync=sync,
         ).items()
         if v is not None
     }
@@ -361,37 +384,86 @@ def _entry_path_offline(repo: Any, path: str) -> str:
 @main.command()
 @state_dir_option
 @click.argument("path", type=click.Path())
+@click.option(
+    "--journal",
+    "with_journal",
+    is_flag=True,
+    help="With --json: print {versions, journal} instead of the list of versions.",
+)
 @json_option
 @handle_errors
-def history(path: str, as_json: bool) -> None:
-    """List a file's versions, oldest first. Works without the daemon."""
-    try:
-        versions = ctx_obj().client().history(path)
-    except DaemonUnavailable:
-        from .daemon.api import manifest_json
+def history(path: str, with_journal: bool, as_json: bool) -> None:
+    """List a file's versions, oldest first, and for an on-write file its journal:
+    the span of records, every close (failed ones flagged) and mark. Works
+    without the daemon."""
+    from .daemon.api import manifest_json
+    from .repo.journal_summary import journal_summary
+    from .repo.moments import journal_dir
 
+    client = ctx_obj().client()
+    try:
+        versions = client.history(path)
+        journal = client.journal(path) if with_journal or not as_json else None
+    except DaemonUnavailable:
         repo = _offline_repo()
         entry = _entry_path_offline(repo, path)
         versions = [manifest_json(m.to_json()) for m in repo.versions(entry)]
         if not versions:
             raise UsageError(f"{path} has no history in {repo.backend.location}") from None
+        journal = journal_summary(journal_dir(ctx_obj().config().journals_dir, entry))
+    except FiletwinError:
+        journal = None  # no entry any more (history outlives it): no journal to show
     if as_json:
-        emit_json(versions)
+        emit_json({"versions": versions, "journal": journal} if with_journal else versions)
         return
     table = RichTable(title=os.path.abspath(path))
-    for col in ("id", "time", "size", "cause", "hash"):
+    for col in ("id", "time", "size", "cause", "hash", "journal seq"):
         table.add_column(col)
     for v in versions:
         cause = v["cause"] + (" (unchanged)" if v.get("unchanged") else "")
-        table.add_row(v["id"], v["time"], str(v["size"]), cause, v["hash"][:16])
+        table.add_row(
+            v["id"],
+            v["time"],
+            str(v["size"]),
+            cause,
+            v["hash"][:16],
+            str(v.get("journal_seq", 0) or "-"),
+        )
     out.print(table)
+    if journal and journal.get("last_seq") is not None:
+        _print_journal(journal)
+
+
+def _print_journal(j: dict[str, Any]) -> None:
+    out.print(
+        f"journal: records {j['first_seq']}–{j['last_seq']} "
+        f"({j['first_time']} – {j['last_time']}), {j['writes']} writes",
+        markup=False,
+    )
+    for c in j["closes"]:
+        flag = "close" if c["ok"] else "close FAILED"
+        out.print(f"  seq {c['seq']:>8}  {c['time']}  {flag}", markup=False)
+    for m in j["marks"]:
+        out.print(f"  seq {m['seq']:>8}  {m['time']}  mark {m['name']!r}", markup=False)
+    if j.get("torn"):
+        t = j["torn"]
+        out.print(
+            f"  the journal ends in a torn record ({t['reason']} at byte {t['offset']} "
+            f"of {t['segment']}); replay stops before it",
+            markup=False,
+        )
 
 
 @main.command()
 @state_dir_option
 @click.argument("path", type=click.Path())
 @click.option("--version", "version", help="Version id (or a unique prefix of it, 4+ chars).")
-@click.option("--at", "at", help="Newest version at or before TIME (ISO 8601 or Unix seconds).")
+@click.option(
+    "--at",
+    "at",
+    help="The moment to rebuild: TIME (ISO 8601 or Unix seconds), "
+    "seq:N (a journal record) or mark:NAME. Default: the newest state.",
+)
 @click.option("--to", "to", type=click.Path(), help="Write here instead of in place.")
 @json_option
 @handle_errors
@@ -422,6 +494,7 @@ def restore(path: str, version: str | None, at: str | None, to: str | None, as_j
 def _restore_offline(
     path: str, version: str | None, at: str | None, to: str | None
 ) -> dict[str, Any]:
+    from .repo.moments import journal_dir
     from .restore import restore_version
 
     config = ctx_obj().config()
@@ -435,6 +508,7 @@ def _restore_offline(
             at=at,
             to=None if to is None else os.path.abspath(to),
             aside_dir=str(config.aside_dir),
+            journal_dir=str(journal_dir(config.journals_dir, entry)),
         )
     except FiletwinError as e:
         _offline_event(config, entry, False, f"restore of {entry} failed: {e}")

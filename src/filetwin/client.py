@@ -7,10 +7,12 @@ socket is DaemonUnavailable (exit code 3).
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,7 @@ class Client:
         retries: int | None = None,
         timeout: float | None = None,
         keep: int | None = None,
+        sync: str | None = None,
     ) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
             "POST",
@@ -122,6 +125,7 @@ class Client:
                 "retries": retries,
                 "timeout": timeout,
                 "keep": keep,
+                "sync": sync,
             },
         )
         return result
@@ -203,6 +207,96 @@ class Client:
                     yield json.loads(line)
         finally:
             conn.close()
+
+    # on-write: report writes, closes and marks ----------------------------
+    def notify_write(self, path: str | os.PathLike[str], offset: int, data: bytes) -> int:
+        """Journal a write of ``data`` at ``offset``; returns its sequence number."""
+        result: dict[str, Any] = self.request(
+            "POST",
+            "/write",
+            {"path": _abs(path), "offset": offset, "data": base64.b64encode(data).decode()},
+        )
+        return int(result["seq"])
+
+    def notify_truncate(self, path: str | os.PathLike[str], length: int) -> int:
+        result: dict[str, Any] = self.request(
+            "POST", "/truncate", {"path": _abs(path), "length": length}
+        )
+        return int(result["seq"])
+
+    def notify_close(self, path: str | os.PathLike[str], ok: bool = True) -> int:
+        """Journal a close and whether it succeeded; a good close makes a checkpoint."""
+        result: dict[str, Any] = self.request("POST", "/close", {"path": _abs(path), "ok": ok})
+        return int(result["seq"])
+
+    def mark(self, path: str | os.PathLike[str], name: str) -> int:
+        """Name the current moment (restore it with ``--at mark:NAME``)."""
+        result: dict[str, Any] = self.request("POST", "/mark", {"path": _abs(path), "name": name})
+        return int(result["seq"])
+
+    def journal(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The journal's span, closes and marks."""
+        result: dict[str, Any] = self._get("/journal", path=_abs(path))
+        return result
+
+    def open_stream(self, path: str | os.PathLike[str]) -> WriteStream:
+        """A write stream for an on-write entry (see daemon/stream.py)."""
+        return WriteStream(
+            os.path.join(os.path.dirname(self.socket_path), "journal.sock"),
+            _abs(path),
+            self.timeout,
+        )
+
+
+FRAME = struct.Struct("<BQI")
+ACK = struct.Struct("<BQ")
+FRAME_KINDS = {"write": 1, "truncate": 2, "close-ok": 3, "close-failed": 4, "mark": 5}
+
+
+class WriteStream:
+    """Records sent over the daemon's write stream; each ``send`` waits for its ack."""
+
+    def __init__(self, socket_path: str, path: str, timeout: float | None) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(socket_path)
+        except OSError as e:
+            self.sock.close()
+            raise DaemonUnavailable(f"no filetwin write stream on {socket_path}: {e}") from e
+        self._file = self.sock.makefile("rb")
+        self.sock.sendall(json.dumps({"path": path}).encode() + b"\n")
+        hello = json.loads(self._file.readline() or b"{}")
+        if not hello.get("ok"):
+            self.close()
+            cls = ERROR_TYPES.get(str(hello.get("type")), FiletwinError)
+            raise cls(str(hello.get("error", "the daemon refused the write stream")))
+        self.sync_mode: str = hello["sync"]
+        self.last_seq: int = hello["seq"]
+
+    def send(self, kind: str, offset: int = 0, payload: bytes = b"") -> int:
+        """Send one record and return its seq once the daemon has made it durable."""
+        try:
+            self.sock.sendall(FRAME.pack(FRAME_KINDS[kind], offset, len(payload)))
+            if payload:
+                self.sock.sendall(payload)
+            raw = self._file.read(ACK.size)
+        except OSError as e:
+            raise DaemonUnavailable(f"the write stream of {self.path} broke: {e}") from e
+        if len(raw) < ACK.size:
+            raise DaemonUnavailable(f"the daemon closed the write stream of {self.path}")
+        status, seq = ACK.unpack(raw)
+        if status != 0:
+            size = struct.unpack("<I", self._file.read(4))[0]
+            raise FiletwinError(self._file.read(size).decode(errors="replace"))
+        self.last_seq = seq
+        return int(seq)
+
+    def close(self) -> None:
+        self._file.close()
+        self.sock.close()
 
 
 def state_dir_of(client: Client) -> Path:

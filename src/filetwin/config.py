@@ -64,6 +64,13 @@ class Config:
     timeout_rate: float = 20 * 1024 * 1024
     retry_backoff_s: float = 0.5
     worker_stall_s: float = 0.0
+    #: on-write: how long "batch" entries may hold acknowledged records unsynced
+    journal_batch_window_s: float = 0.1
+    #: on-write: fold the journal into a checkpoint version past either threshold
+    checkpoint_bytes: int = 64 * 1024 * 1024
+    checkpoint_records: int = 100_000
+    #: on-write capture without the library: a burst ends after this much quiet
+    capture_quiet_ms: int = 50
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -77,6 +84,11 @@ class Config:
     @property
     def repository_location(self) -> str:
         return self.repository or str(self.state_dir / "repository")
+
+    @property
+    def journals_dir(self) -> Path:
+        """One subdirectory per on-write entry (named by its entry key)."""
+        return self.state_dir / "journals"
 
     @property
     def aside_dir(self) -> Path:
@@ -137,6 +149,11 @@ class Config:
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):
                 raise UsageError(f"{name} must be a positive number, not {value}")
+        for name in ("journal_batch_window_s", "checkpoint_bytes", "checkpoint_records"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"{name} must be above 0, not {getattr(self, name)}")
+        if not 0 <= self.capture_quiet_ms <= 10_000:
+            raise UsageError(f"capture_quiet_ms must be 0 to 10000, not {self.capture_quiet_ms}")
         for name in ("retry_backoff_s", "worker_stall_s"):
             value = getattr(self, name)
             if not 0 <= value < float("inf"):

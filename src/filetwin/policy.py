@@ -9,6 +9,7 @@ from .errors import UsageError
 
 BACKUP_MODES = ("on-close", "on-write")
 RECOVERY_MODES = ("auto", "manual", "notify")
+SYNC_MODES = ("always", "batch")
 MAX_RETRIES = 100
 MAX_KEEP = 100_000
 MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -23,6 +24,9 @@ class Policy:
     retries: int = 3
     timeout_s: float | None = None
     keep: int = 50
+    #: on-write durability: "always" fdatasyncs each record before acknowledging it,
+    #: "batch" acknowledges at once and makes records durable within a short window
+    sync_mode: str = "batch"
 
     def validated(self) -> Policy:
         if self.backup_mode not in BACKUP_MODES:
@@ -57,16 +61,21 @@ class Policy:
             or not (1 <= self.keep <= MAX_KEEP)
         ):
             raise UsageError(f"keep must be an integer from 1 to {MAX_KEEP}, not {self.keep!r}")
+        if self.sync_mode not in SYNC_MODES:
+            raise UsageError(
+                f"sync mode must be one of {', '.join(SYNC_MODES)}, not {self.sync_mode!r}"
+            )
         return self
 
     def updated(self, changes: dict[str, Any]) -> Policy:
-        """A copy with ``changes`` (API names: backup, recovery, retries, timeout, keep)."""
+        """A copy with ``changes`` (API names: backup, recovery, retries, timeout, keep, sync)."""
         mapping = {
             "backup": "backup_mode",
             "recovery": "recovery_mode",
             "retries": "retries",
             "timeout": "timeout_s",
             "keep": "keep",
+            "sync": "sync_mode",
         }
         fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
         for key, value in changes.items():

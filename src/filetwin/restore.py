@@ -9,26 +9,11 @@ from typing import Any
 
 import blake3
 
-from .errors import NotFound, RestoreError, UsageError
+from .errors import RestoreError, UsageError
 from .repo import Manifest, Repository
-from .safeio import FileMeta, open_existing_nofollow, replace_file
-from .timefmt import iso, parse_time
-
-
-def choose_version(
-    repo: Repository, path: str, version: str | None = None, at: str | float | None = None
-) -> Manifest:
-    """The version named by id prefix, the newest at or before ``at``, or the latest."""
-    if version is not None and at is not None:
-        raise UsageError("give either a version or a time, not both")
-    if version is not None:
-        return repo.find_version(path, version)
-    if at is not None:
-        return repo.version_at(path, parse_time(at))
-    latest = repo.latest(path)
-    if latest is None:
-        raise NotFound(f"{path} has no versions in the repository {repo.backend.location}")
-    return latest
+from .repo.moments import Moment, rebuild_into, resolve
+from .safeio import FileMeta, open_existing_nofollow, replace_file, replace_file_with
+from .timefmt import iso
 
 
 def verified_content(repo: Repository, manifest: Manifest) -> Iterator[bytes]:
@@ -44,7 +29,7 @@ def verified_content(repo: Repository, manifest: Manifest) -> Iterator[bytes]:
         )
 
 
-def keep_current_aside(repo: Repository, path: str, manifest: Manifest) -> str | None:
+def keep_current_aside(repo: Repository, path: str, manifest: Manifest | None) -> str | None:
     """Store the content at ``path`` as a version of cause ``restore`` unless it equals
     ``manifest``. Returns the id of the version kept, or None."""
     fd = open_existing_nofollow(path)
@@ -52,7 +37,7 @@ def keep_current_aside(repo: Repository, path: str, manifest: Manifest) -> str |
         return None
     try:
         st = os.fstat(fd)
-        if st.st_size == manifest.size:
+        if manifest is not None and st.st_size == manifest.size:
             hasher = blake3.blake3()
             while data := os.read(fd, 8 << 20):
                 hasher.update(data)
@@ -73,28 +58,52 @@ def restore_version(
     at: str | float | None = None,
     to: str | None = None,
     aside_dir: str | None = None,
+    journal_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Restore a version of entry ``path`` in place or to ``to``; return what was done."""
-    manifest = choose_version(repo, path, version, at)
-    if to is None:
-        target = path
-        kept = keep_current_aside(repo, path, manifest)
+    """Restore entry ``path`` in place or to ``to``; return what was done.
+
+    ``version`` names a stored version. Otherwise ``at`` (a time, ``seq:N`` or a
+    mark) or, when absent, the newest state: for an entry with a journal that is
+    a version plus the replay of its journal up to that moment.
+    """
+    jdir = Path(journal_dir) if journal_dir else None
+    if version is not None and at is not None:
+        raise UsageError("give either a version or a time, not both")
+    if version is not None:
+        moment = Moment(repo.find_version(path, version), 0, 0.0, f"version {version}")
+        moment = Moment(moment.base, moment.base.journal_seq, moment.base.time, moment.label)
     else:
-        dest = Path(to)
-        if not dest.is_absolute():
-            dest = Path.cwd() / dest
-        # The user chose the destination: resolve its directory as they see it,
-        # then write inside it without following anything planted at the name.
-        target = str(dest.parent.resolve() / dest.name)
-        kept = None
-    meta = FileMeta(manifest.mode, manifest.uid, manifest.gid, manifest.mtime_ns)
-    size = replace_file(target, verified_content(repo, manifest), meta)
+        moment = resolve(repo, path, jdir, at)
+    manifest = moment.base
+    target = path if to is None else _destination(to)
+    kept = None
+    if to is None:
+        kept = keep_current_aside(repo, path, None if moment.replays else manifest)
+    if moment.replays:
+        mtime_ns = int(moment.time * 1e9)
+        meta = FileMeta(manifest.mode, manifest.uid, manifest.gid, mtime_ns)
+        size = replace_file_with(target, lambda fd: rebuild_into(repo, moment, jdir, fd), meta)
+    else:
+        meta = FileMeta(manifest.mode, manifest.uid, manifest.gid, manifest.mtime_ns)
+        size = replace_file(target, verified_content(repo, manifest), meta)
     return {
         "path": path,
         "target": target,
         "version": manifest.id,
         "version_time": iso(manifest.time),
-        "hash": manifest.hash,
+        "journal_seq": moment.upto_seq,
+        "moment": moment.label,
+        "moment_time": iso(moment.time),
+        "hash": manifest.hash if not moment.replays else None,
         "size": size,
         "kept_version": kept,
     }
+
+
+def _destination(to: str) -> str:
+    dest = Path(to)
+    if not dest.is_absolute():
+        dest = Path.cwd() / dest
+    # The user chose the destination: resolve its directory as they see it,
+    # then write inside it without following anything planted at the name.
+    return str(dest.parent.resolve() / dest.name)

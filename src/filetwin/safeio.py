@@ -14,7 +14,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -92,12 +92,30 @@ def open_existing_nofollow(path: str) -> int | None:
     return fd
 
 
-def replace_file(path: str, chunks: Iterable[bytes], meta: FileMeta) -> int:
-    """Durably replace ``path`` with the bytes of ``chunks``; return the size written.
+def write_all(fd: int, chunks: Iterable[bytes]) -> int:
+    """Write every chunk to ``fd`` at its current offset; return the bytes written."""
+    size = 0
+    for data in chunks:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+            size += n
+    return size
 
-    temp file (O_EXCL|O_NOFOLLOW in the directory fd) → write → owner, mode,
+
+def replace_file(path: str, chunks: Iterable[bytes], meta: FileMeta) -> int:
+    """Durably replace ``path`` with the bytes of ``chunks``; return the size written."""
+    return replace_file_with(path, lambda fd: write_all(fd, chunks), meta)
+
+
+def replace_file_with(path: str, fill: Callable[[int], int], meta: FileMeta) -> int:
+    """Durably replace ``path`` with what ``fill(fd)`` writes into a temp file.
+
+    temp file (O_EXCL|O_NOFOLLOW in the directory fd) → fill → owner, mode,
     mtime → fsync → rename over the name → fsync the directory. A failed
     fsync is raised, never retried. The temp file is removed on any error.
+    ``fill`` returns the file's size.
     """
     directory, name = os.path.split(path)
     if not name or name in (".", ".."):
@@ -113,18 +131,12 @@ def replace_file(path: str, chunks: Iterable[bytes], meta: FileMeta) -> int:
             raise UnsafePath(f"{path} is a directory; refusing to replace it")
         fd = os.open(
             tmp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o600,
             dir_fd=dfd,
         )
         try:
-            size = 0
-            for data in chunks:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                    size += n
+            size = fill(fd)
             with contextlib.suppress(PermissionError):
                 os.fchown(fd, meta.uid, meta.gid)
             os.fchmod(fd, meta.mode & 0o7777)

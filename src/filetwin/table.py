@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS entries (
     size INTEGER,
     versions INTEGER NOT NULL DEFAULT 0,
     purge INTEGER NOT NULL DEFAULT 0,
+    sync_mode TEXT NOT NULL DEFAULT 'batch',       -- on-write: always | batch
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -79,6 +80,7 @@ ENTRY_FIELDS = [
     "purge",
     "backup_mode",
     "recovery_mode",
+    "sync_mode",
 ]
 
 
@@ -127,8 +129,8 @@ class Table:
         try:
             self.db.execute(
                 "INSERT INTO entries (path, backup_mode, recovery_mode, retries, timeout_s, keep,"
-                " repository, state, pending_change, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'watching', 'add', ?)",
+                " sync_mode, repository, state, pending_change, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'watching', 'add', ?)",
                 (
                     path,
                     policy.backup_mode,
@@ -136,6 +138,7 @@ class Table:
                     policy.retries,
                     policy.timeout_s,
                     policy.keep,
+                    policy.sync_mode,
                     repository,
                     self.clock(),
                 ),
@@ -177,6 +180,7 @@ class Table:
             retries=row["retries"],
             timeout_s=row["timeout_s"],
             keep=row["keep"],
+            sync_mode=row["sync_mode"],
         )
 
     # events ------------------------------------------------------------

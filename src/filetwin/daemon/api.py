@@ -8,6 +8,9 @@ status of the exception class. Bodies are JSON objects; paths are absolute.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import json
 import os
 import socket
@@ -19,13 +22,14 @@ from aiohttp import web
 
 from ..errors import FiletwinError, NotFound, PermissionDenied, UsageError
 from ..policy import Policy
+from ..repo.journal_summary import journal_summary
 from ..table import as_json
 from .engine import Engine
 from .entrypaths import entry_path
 from .openapi import OPENAPI
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-POLICY_KEYS = ("backup", "recovery", "retries", "timeout", "keep")
+POLICY_KEYS = ("backup", "recovery", "retries", "timeout", "keep", "sync")
 
 
 def peer_uid(request: web.Request) -> int | None:
@@ -108,6 +112,11 @@ class Api:
         r.add_get("/history", self.history)
         r.add_post("/restore", self.restore)
         r.add_get("/events", self.events)
+        r.add_post("/write", self.write)
+        r.add_post("/truncate", self.truncate)
+        r.add_post("/close", self.close)
+        r.add_post("/mark", self.mark)
+        r.add_get("/journal", self.journal)
         return app
 
     def _path(self, raw: Any) -> str:
@@ -208,6 +217,52 @@ class Api:
             to=to,
         )
         return web.json_response(result)
+
+    # on-write: report writes, closes and marks ------------------------------
+    async def write(self, request: web.Request) -> web.Response:
+        data = await body(request)
+        no_unknown_fields(data, ("path", "offset", "data"))
+        path = self._path(field(data, "path", str))
+        offset = field(data, "offset", int)
+        try:
+            payload = base64.b64decode(field(data, "data", str), validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise UsageError(f"field 'data' is not base64: {e}") from e
+        seq = await self.engine.onwrite.record(path, "write", offset, payload)
+        return web.json_response({"seq": seq})
+
+    async def truncate(self, request: web.Request) -> web.Response:
+        data = await body(request)
+        no_unknown_fields(data, ("path", "length"))
+        path = self._path(field(data, "path", str))
+        seq = await self.engine.onwrite.record(path, "truncate", field(data, "length", int))
+        return web.json_response({"seq": seq})
+
+    async def close(self, request: web.Request) -> web.Response:
+        data = await body(request)
+        no_unknown_fields(data, ("path", "ok"))
+        path = self._path(field(data, "path", str))
+        ok = field(data, "ok", bool, required=False)
+        kind = "close-failed" if ok is False else "close-ok"
+        seq = await self.engine.onwrite.record(path, kind)
+        return web.json_response({"seq": seq})
+
+    async def mark(self, request: web.Request) -> web.Response:
+        data = await body(request)
+        no_unknown_fields(data, ("path", "name"))
+        path = self._path(field(data, "path", str))
+        seq = await self.engine.onwrite.record(path, "mark", name=field(data, "name", str))
+        return web.json_response({"seq": seq})
+
+    async def journal(self, request: web.Request) -> web.Response:
+        raw = request.query.get("path")
+        if raw is None:
+            raise UsageError("missing query parameter 'path'")
+        path = self._path(raw)
+        summary = await asyncio.to_thread(
+            journal_summary, self.engine.onwrite.journals.directory(path)
+        )
+        return web.json_response(summary)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         raw = request.query.get("path")

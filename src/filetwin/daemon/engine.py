@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from ..repo import Manifest, Repository
 from ..table import Table, as_json
 from .entrypaths import validate_new_paths
 from .gate import Gate
+from .onwrite import OnWrite
 from .pool import WorkerPool
 from .supervisor import Supervisor
 
@@ -51,6 +53,7 @@ class Engine:
         self.watcher = Watcher(self._on_fs_event)
         self.supervisors: dict[str, Supervisor] = {}
         self.gate = Gate()
+        self.onwrite = OnWrite(self)
         self._event_waiters: set[asyncio.Event] = set()
         self._stopping = False
 
@@ -106,6 +109,7 @@ class Engine:
                     last_error="the daemon stopped while the job ran",
                 )
         self.supervisors.clear()
+        self.onwrite.journals.close_all()
         await self.pool.close()
         self.watcher.close()
         self.table.close()
@@ -187,6 +191,8 @@ class Engine:
             try:
                 if os.path.lexists(path):
                     await self.backup(path, cause=cause, explicit=True)
+                    if row["backup_mode"] == "on-write":
+                        await self.onwrite.refresh_shadow(path)
                 else:
                     self._set_missing(path)
             finally:
@@ -194,6 +200,12 @@ class Engine:
                     self.table.set(path, pending_change="none")
         elif change == "update":
             await self._stop_supervisor(path)
+            if row["backup_mode"] == "on-write":
+                # The journal starts from the file as it is now.
+                if os.path.exists(path):
+                    await self.onwrite.refresh_shadow(path)
+            else:
+                self.onwrite.forget(path)
             if row["state"] in ("watching", "missing"):
                 self._start_supervisor(path)
             self.table.set(path, pending_change="none")
@@ -202,10 +214,14 @@ class Engine:
             self.table.set(path, state="paused", pending_change="none")
         elif change == "delete":
             await self._stop_supervisor(path)
+            self.onwrite.forget(path)
             if row["purge"]:
                 async with self.gate.exclusive():
                     await asyncio.to_thread(self.repo.purge, path)
                     await asyncio.to_thread(self.repo.gc)
+                shutil.rmtree(self.onwrite.journals.directory(path), ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.onwrite.shadow_path(path))
             self.table.delete(path)
 
     # commands ----------------------------------------------------------
@@ -218,6 +234,9 @@ class Engine:
         for row in rows:
             item = as_json(row)
             item.pop("purge", None)
+            live_seq = self.onwrite.journals.known_last_seq(row["path"])
+            if live_seq is not None:
+                item["journal_seq"] = live_seq
             out.append(item)
         return out
 
@@ -275,6 +294,7 @@ class Engine:
             retries=policy.retries,
             timeout_s=policy.timeout_s,
             keep=policy.keep,
+            sync_mode=policy.sync_mode,
         )
 
     def _set_missing(self, path: str) -> None:
@@ -294,6 +314,12 @@ class Engine:
         ``explicit`` requests (add, `filetwin backup`) raise on failure; capture-driven
         ones record the failure and return None.
         """
+        row = self.entry(path)
+        if row["backup_mode"] == "on-write" and cause == "manual":
+            # An on-write entry's versions hold its journal's state: fold it.
+            manifest = await self.onwrite.checkpoint(path)
+            if manifest is not None:
+                return manifest
         sup = self.supervisors.get(path)
         lock = sup.lock if sup is not None else asyncio.Lock()
         async with lock:
@@ -329,6 +355,11 @@ class Engine:
                 "cause": cause,
                 "repository": self.config.repository_location,
                 "stall_s": self.config.worker_stall_s,
+                # An on-write entry's version read from the live file stands for
+                # its journal so far (at add, resume, or with nothing journaled since).
+                "journal_seq": (
+                    self.onwrite.last_seq(path) if row["backup_mode"] == "on-write" else 0
+                ),
             }
             self.table.set(path, job_kind="backup", job_started_at=self.clock(), worker_pid=None)
             error: FiletwinError
@@ -445,6 +476,7 @@ class Engine:
             "to": to,
             "repository": self.config.repository_location,
             "aside_dir": str(self.config.aside_dir),
+            "journal_dir": str(self.onwrite.journals.directory(path)),
         }
         async with self.gate.shared():
             answer = await self.pool.run(job, timeout=3600)

@@ -16,6 +16,7 @@ from ..config import Config
 from ..errors import FiletwinError
 from .api import Api
 from .engine import Engine
+from .stream import STREAM_NAME, start_stream_server
 
 log = logging.getLogger("filetwin.daemon")
 
@@ -53,6 +54,8 @@ async def serve(config: Config) -> None:
         os.umask(old_umask)
     os.chmod(sock_path, 0o600)
     site = web.SockSite(runner, sock)
+    stream_path = str(config.state_dir / STREAM_NAME)
+    stream = await start_stream_server(engine, stream_path)
     await site.start()
     log.info(
         "filetwin daemon %d ready on %s (repository %s)",
@@ -68,6 +71,9 @@ async def serve(config: Config) -> None:
     log.info("stopping")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock_path)
+    stream.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(stream_path)
     await site.stop()
     await engine.stop()
     await runner.cleanup()

@@ -36,6 +36,11 @@ class Supervisor:
         self._dirty = asyncio.Event()
         self._last_job_end = float("-inf")
         self._task: asyncio.Task[None] | None = None
+        row = engine.table.get(path)
+        #: on-write entries turn bursts into journal records instead of versions
+        self.on_write = row is not None and row["backup_mode"] == "on-write"
+        self._closed = False
+        self._quiet: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         # A directory that is gone now is looked for by _run until it is back.
@@ -44,6 +49,8 @@ class Supervisor:
 
     async def stop(self) -> None:
         self.engine.watcher.unwatch(self.path)
+        if self._quiet is not None:
+            self._quiet.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -53,6 +60,17 @@ class Supervisor:
     def on_event(self, mask: int) -> None:
         if mask & MODIFIED:
             self.generation += 1
+        if self.on_write:
+            if mask & CHANGED:
+                self._closed = True
+            elif mask & MODIFIED and not mask & GONE:
+                # A program that keeps the file open (a database) ends a burst
+                # with a quiet spell rather than a close.
+                if self._quiet is not None:
+                    self._quiet.cancel()
+                delay = self.engine.config.capture_quiet_ms / 1000
+                self._quiet = asyncio.get_running_loop().call_later(delay, self._dirty.set)
+                return
         # A bare IN_MODIFY means a write is under way: its close will follow.
         if mask & (CHANGED | GONE):
             self._dirty.set()
@@ -91,7 +109,11 @@ class Supervisor:
                 await asyncio.sleep(wait)
             self._dirty.clear()
             try:
-                await self.engine.backup(self.path, cause="close", explicit=False)
+                if self.on_write:
+                    closed, self._closed = self._closed, False
+                    await self.engine.onwrite.capture(self.path, closed)
+                else:
+                    await self.engine.backup(self.path, cause="close", explicit=False)
             except FiletwinError as e:
                 log.debug("backup of %s ended: %s", self.path, e)
             except asyncio.CancelledError:

@@ -8,15 +8,19 @@ commits it once it knows the content read was a content really saved.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import stat
+import tempfile
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from ..backends import open_backend
 from ..errors import FiletwinError
-from ..repo import Repository
+from ..repo import Manifest, Repository
 
 _repos: dict[str, Repository] = {}
 
@@ -37,8 +41,26 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         kind = job["kind"]
         repo = _repo(job["repository"])
         if kind == "prepare":
-            manifest = repo.prepare_file(job["path"], job["cause"])
+            manifest = repo.prepare_file(
+                job["path"], job["cause"], journal_seq=int(job.get("journal_seq") or 0)
+            )
+            # The daemon commits the manifest and guards gc; this process forgets it.
+            repo.release(manifest)
             return {"ok": True, "manifest": manifest.to_json()}
+        if kind == "checkpoint":
+            manifest = _checkpoint(repo, job)
+            repo.release(manifest)
+            return {"ok": True, "manifest": manifest.to_json()}
+        if kind == "diff":
+            from ..capture.delta import diff_file
+
+            delta = diff_file(job["path"], Path(job["shadow"]), emit=job["emit"])
+            return {
+                "ok": True,
+                "old_size": delta.old_size,
+                "new_size": delta.new_size,
+                "writes": delta.writes,
+            }
         if kind == "restore":
             from ..restore import restore_version
 
@@ -47,6 +69,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 job["path"],
                 version=job.get("version"),
                 at=job.get("at"),
+                journal_dir=job.get("journal_dir"),
                 to=job.get("to"),
                 aside_dir=job["aside_dir"],
             )
@@ -68,6 +91,33 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         }
     except Exception as e:  # a bug: report it rather than kill the worker
         return {"ok": False, "error": f"internal error: {e!r}", "type": "FiletwinError"}
+
+
+def _checkpoint(repo: Repository, job: dict[str, Any]) -> Manifest:
+    """Fold the journal up to ``upto_seq`` into a version, rebuilt from the
+    previous version and the records: exactly the journaled state, whatever
+    the live file holds now. Mode, owner and mtime come from the live file."""
+    from ..repo.moments import rebuild_into, resolve
+
+    jdir = Path(job["journal_dir"])
+    moment = resolve(repo, job["path"], jdir, f"seq:{job['upto_seq']}")
+    tmp_dir = Path(job["tmp_dir"])
+    tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="checkpoint-")
+    try:
+        rebuild_into(repo, moment, jdir, fd)
+        try:
+            st = os.stat(job["path"])
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, st.st_uid, st.st_gid)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except FileNotFoundError:
+            pass
+        return repo.prepare_file(job["path"], "checkpoint", fd=fd, journal_seq=int(job["upto_seq"]))
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
 
 
 def worker_main(conn: Connection) -> None:

@@ -352,6 +352,8 @@ class JournalWriter:
         scan = JournalScan(self.directory)
         for _ in scan:
             pass
+        #: where the journal found at open was torn (None: it ended cleanly)
+        self.torn_at_open: TornTail | None = scan.torn
         segs = list_segments(self.directory)
         first = scan.next_seq or (int(segs[0].name[:20]) if segs else 1)
         # A torn segment that gave records stays; one that gave none, and all after it, go aside.

@@ -66,6 +66,10 @@ _FIELDS: dict[str, type] = {
     "mtime_ns": int, "hash": str, "chunks": list, "cause": str, "time": float,
     "unchanged": bool,
 }  # fmt: skip
+#: Fields newer manifests may carry, with the value meant when absent. They are
+#: left out of the JSON (and so of the id) when they hold that value, so older
+#: manifests keep their ids.
+_OPTIONAL: dict[str, tuple[type, Any]] = {"journal_seq": (int, 0)}
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,13 @@ class Manifest:
     cause: str  # one of CAUSES
     time: float  # unix seconds when the version was made
     unchanged: bool  # same hash as the previous version
+    journal_seq: int = 0  # on-write: the last journal record this version contains
 
     @classmethod
     def create(cls, **fields: Any) -> Manifest:
         """Build a manifest from every field except ``id``, which is computed."""
         d = dict(fields, chunks=list(fields["chunks"]), time=float(fields["time"]))
+        d = {k: v for k, v in d.items() if k not in _OPTIONAL or v != _OPTIONAL[k][1]}
         return cls.from_json({**d, "id": cls._compute_id(d)})
 
     @staticmethod
@@ -100,6 +106,9 @@ class Manifest:
         """All fields as a JSON-ready dict (chunks as a list)."""
         d = asdict(self)
         d["chunks"] = list(self.chunks)
+        for key, (_typ, default) in _OPTIONAL.items():
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
@@ -110,8 +119,12 @@ class Manifest:
         """
         if not isinstance(d, dict):
             raise ValueError("manifest is not a JSON object")
-        if set(d) != set(_FIELDS):
-            raise ValueError(f"manifest fields differ: {sorted(set(d) ^ set(_FIELDS))}")
+        extra = set(d) - set(_FIELDS) - set(_OPTIONAL)
+        if set(_FIELDS) - set(d) or extra:
+            raise ValueError(f"manifest fields differ: {sorted((set(_FIELDS) - set(d)) | extra)}")
+        for key, (typ_o, _default) in _OPTIONAL.items():
+            if key in d and (type(d[key]) is not typ_o):
+                raise ValueError(f"manifest field {key!r} is not {typ_o.__name__}")
         for key, typ in _FIELDS.items():
             v = d[key]
             ok = isinstance(v, (int, float)) if typ is float else type(v) is typ
@@ -162,7 +175,9 @@ class Repository:
 
     # -- storing -----------------------------------------------------------------
 
-    def prepare_file(self, path: str | Path, cause: str, *, fd: int | None = None) -> Manifest:
+    def prepare_file(
+        self, path: str | Path, cause: str, *, fd: int | None = None, journal_seq: int = 0
+    ) -> Manifest:
         """Store the file's chunks and return its Manifest WITHOUT writing it (see commit).
 
         Reads from ``fd`` if given (from offset 0 with pread; the fd's offset and
@@ -213,6 +228,7 @@ class Repository:
             path=spath, size=size, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
             gid=st.st_gid, mtime_ns=st.st_mtime_ns, hash=digest, chunks=ids, cause=cause,
             time=self.clock(), unchanged=previous is not None and previous.hash == digest,
+            journal_seq=journal_seq,
         )  # fmt: skip
 
     def _store_chunk(self, data: memoryview) -> str:
@@ -230,6 +246,14 @@ class Repository:
             self._pending.subtract(ids)
             self._pending = +self._pending  # drop counts that reached zero
 
+    def release(self, manifest: Manifest) -> None:
+        """Forget a prepared manifest that another process will commit.
+
+        The chunks stay protected from this process's gc only until here; the
+        committing process must guard gc itself (the daemon's gate does).
+        """
+        self._release(manifest.chunks)
+
     def commit(self, manifest: Manifest) -> Manifest:
         """Durably write the manifest (the version exists from now on); return it."""
         data = json.dumps(manifest.to_json(), separators=(",", ":")).encode()
@@ -237,9 +261,11 @@ class Repository:
         self._release(manifest.chunks)
         return manifest
 
-    def store_file(self, path: str | Path, cause: str, *, fd: int | None = None) -> Manifest:
+    def store_file(
+        self, path: str | Path, cause: str, *, fd: int | None = None, journal_seq: int = 0
+    ) -> Manifest:
         """prepare_file then commit: store a new version of the file and return it."""
-        return self.commit(self.prepare_file(path, cause, fd=fd))
+        return self.commit(self.prepare_file(path, cause, fd=fd, journal_seq=journal_seq))
 
     # -- reading -----------------------------------------------------------------
 
