@@ -8,6 +8,7 @@ a disaster must not need the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -21,7 +22,7 @@ from rich.table import Table as RichTable
 
 from .client import Client
 from .config import Config
-from .errors import DaemonUnavailable, FiletwinError, UsageError
+from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError
 from .policy import BACKUP_MODES, RECOVERY_MODES, SYNC_MODES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -401,9 +402,12 @@ def history(path: str, with_journal: bool, as_json: bool) -> None:
     from .repo.moments import journal_dir
 
     client = ctx_obj().client()
+    journal: dict[str, Any] | None = None
     try:
         versions = client.history(path)
-        journal = client.journal(path) if with_journal or not as_json else None
+        if with_journal or not as_json:
+            with contextlib.suppress(NotFound):  # history outlives its entry
+                journal = client.journal(path)
     except DaemonUnavailable:
         repo = _offline_repo()
         entry = _entry_path_offline(repo, path)
@@ -411,8 +415,6 @@ def history(path: str, with_journal: bool, as_json: bool) -> None:
         if not versions:
             raise UsageError(f"{path} has no history in {repo.backend.location}") from None
         journal = journal_summary(journal_dir(ctx_obj().config().journals_dir, entry))
-    except FiletwinError:
-        journal = None  # no entry any more (history outlives it): no journal to show
     if as_json:
         emit_json({"versions": versions, "journal": journal} if with_journal else versions)
         return

@@ -63,7 +63,7 @@ def _kind_of(at: str | float) -> tuple[str, object]:
     except UsageError:
         if any(c.isdigit() for c in text[:1]):
             raise
-        return "mark", text
+        return "bare", text  # a mark's name, if the entry has a journal
 
 
 def _scan(directory: Path) -> list[Record]:
@@ -83,6 +83,10 @@ def resolve(
     if not versions:
         raise NotFound(f"{path} has no versions in the repository {repo.backend.location}")
     kind, value = ("latest", None) if at is None else _kind_of(at)
+    if kind == "bare":
+        if not has_journal(jdir):
+            parse_time(str(value))  # raises the message about the time's format
+        kind = "mark"
     if not has_journal(jdir):
         if kind in ("seq", "mark"):
             raise UsageError(f"{path} has no journal: name a version or a time")
