@@ -539,6 +539,51 @@ def _offline_event(config: Config, path: str, ok: bool, message: str) -> None:
 
 @main.command()
 @state_dir_option
+@click.argument("path", type=click.Path())
+@json_option
+@handle_errors
+def recover(path: str, as_json: bool) -> None:
+    """Ask the daemon to heal a file now (what an application's notify request does).
+
+    The newest good state is rebuilt beside the file, the damaged file is kept
+    in the quarantine, and the rebuilt one takes its place. Refused for an
+    entry whose recovery mode is manual: use `filetwin restore` for those.
+    """
+    result = ctx_obj().client().request_recovery(path, reason="`filetwin recover`")
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"healed {result['path']} from version {result['version']}", markup=False)
+    if result["quarantined"]:
+        out.print(f"the damaged copy is kept in {result['quarantined']}", markup=False)
+
+
+@main.command()
+@state_dir_option
+@click.argument("path", required=False, type=click.Path())
+@json_option
+@handle_errors
+def verify(path: str | None, as_json: bool) -> None:
+    """Compare live files with their last version and report corruption.
+
+    A file whose size and mtime are those of its last version but whose
+    content differs is silently corrupted; so is one that cannot be read.
+    Entries with recovery mode auto are healed; the others are only reported.
+    Exit 1 if corruption remains.
+    """
+    reports = ctx_obj().client().verify(path)
+    if as_json:
+        emit_json(reports)
+    else:
+        for r in reports:
+            healed = " — healed" if r.get("healed") else ""
+            out.print(f"{r['status']:<8} {r['path']}: {r['detail']}{healed}", markup=False)
+    if any(r["status"] in ("corrupt", "error") and not r.get("healed") for r in reports):
+        sys.exit(1)
+
+
+@main.command()
+@state_dir_option
 @click.option("--read-data", is_flag=True, help="Also read every chunk and check its hash.")
 @json_option
 @handle_errors

@@ -208,6 +208,28 @@ class Client:
         finally:
             conn.close()
 
+    # healing -----------------------------------------------------------
+    def request_recovery(
+        self, path: str | os.PathLike[str], reason: str | None = None, trigger: str = "notify"
+    ) -> dict[str, Any]:
+        """Ask the daemon to heal ``path`` now; returns the heal's result.
+
+        Refused (Conflict) for a manual entry: its policy reserves recovery for
+        a person. ``trigger="auto"`` reports an error the caller met (EIO), which
+        only auto entries act on.
+        """
+        result: dict[str, Any] = self.request(
+            "POST", "/recover", {"path": _abs(path), "reason": reason, "trigger": trigger}
+        )
+        return result
+
+    def verify(self, path: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+        """Compare live files with their newest state; auto entries are healed."""
+        result: list[dict[str, Any]] = self.request(
+            "POST", "/verify", {"path": None if path is None else _abs(path)}
+        )
+        return result
+
     # on-write: report writes, closes and marks ----------------------------
     def notify_write(self, path: str | os.PathLike[str], offset: int, data: bytes) -> int:
         """Journal a write of ``data`` at ``offset``; returns its sequence number."""

@@ -71,6 +71,10 @@ class Config:
     checkpoint_records: int = 100_000
     #: on-write capture without the library: a burst ends after this much quiet
     capture_quiet_ms: int = 50
+    #: seconds between scrubs (verify of every entry; auto entries are healed); 0: off
+    scrub_interval_s: float = 0.0
+    #: a shell command run for every event, given the event as JSON on stdin
+    on_event: str = ""
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -89,6 +93,11 @@ class Config:
     def journals_dir(self) -> Path:
         """One subdirectory per on-write entry (named by its entry key)."""
         return self.state_dir / "journals"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where healing keeps the damaged copies of files it replaced."""
+        return self.state_dir / "quarantine"
 
     @property
     def aside_dir(self) -> Path:
@@ -154,7 +163,7 @@ class Config:
                 raise UsageError(f"{name} must be above 0, not {getattr(self, name)}")
         if not 0 <= self.capture_quiet_ms <= 10_000:
             raise UsageError(f"capture_quiet_ms must be 0 to 10000, not {self.capture_quiet_ms}")
-        for name in ("retry_backoff_s", "worker_stall_s"):
+        for name in ("retry_backoff_s", "worker_stall_s", "scrub_interval_s"):
             value = getattr(self, name)
             if not 0 <= value < float("inf"):
                 raise UsageError(f"{name} must be a number of seconds >= 0, not {value}")

@@ -117,6 +117,8 @@ class Api:
         r.add_post("/close", self.close)
         r.add_post("/mark", self.mark)
         r.add_get("/journal", self.journal)
+        r.add_post("/recover", self.recover)
+        r.add_post("/verify", self.verify)
         return app
 
     def _path(self, raw: Any) -> str:
@@ -263,6 +265,24 @@ class Api:
             journal_summary, self.engine.onwrite.journals.directory(path)
         )
         return web.json_response(summary)
+
+    # healing -----------------------------------------------------------
+    async def recover(self, request: web.Request) -> web.Response:
+        data = await body(request)
+        no_unknown_fields(data, ("path", "reason", "trigger"))
+        path = self._path(field(data, "path", str))
+        trigger = field(data, "trigger", str, required=False) or "notify"
+        if trigger not in ("notify", "auto"):
+            raise UsageError(f"trigger must be notify or auto, not {trigger!r}")
+        reason = field(data, "reason", str, required=False) or "an application asked"
+        return web.json_response(await self.engine.healer.request(path, reason, trigger))
+
+    async def verify(self, request: web.Request) -> web.Response:
+        data = await body(request)
+        no_unknown_fields(data, ("path",))
+        raw = field(data, "path", str, required=False)
+        path = self._path(raw) if raw is not None else None
+        return web.json_response(await self.engine.healer.verify_all(path))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         raw = request.query.get("path")

@@ -26,11 +26,14 @@ from ..errors import (
     JobTimeout,
     NotFound,
 )
+from ..heal import IO_ERRNOS
 from ..policy import Policy, scaled_timeout
 from ..repo import Manifest, Repository
 from ..table import Table, as_json
 from .entrypaths import validate_new_paths
 from .gate import Gate
+from .healer import Healer
+from .hooks import run_hook
 from .onwrite import OnWrite
 from .pool import WorkerPool
 from .supervisor import Supervisor
@@ -54,12 +57,16 @@ class Engine:
         self.supervisors: dict[str, Supervisor] = {}
         self.gate = Gate()
         self.onwrite = OnWrite(self)
+        self.healer = Healer(self)
         self._event_waiters: set[asyncio.Event] = set()
         self._stopping = False
+        #: fire-and-forget tasks (event hooks, scheduled heals), kept from the GC
+        self._hooks: set[asyncio.Task[None]] = set()
 
     # life cycle --------------------------------------------------------
     async def start(self) -> None:
         await self.pool.start()
+        self.healer.start()
         self.watcher.start(asyncio.get_running_loop())
         for row in self.table.all():
             path = row["path"]
@@ -92,6 +99,7 @@ class Engine:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Let running jobs finish for ``grace_s``; record the rest as interrupted."""
         self._stopping = True
+        await self.healer.stop()
         running = [s for s in self.supervisors.values() if s.lock.locked()]
         if running:
             with contextlib.suppress(TimeoutError):
@@ -131,13 +139,28 @@ class Engine:
         if latest is None or (st.st_size, st.st_mtime_ns) != (latest.size, latest.mtime_ns):
             self.supervisors[path].poke()
 
+    def schedule_heal(self, path: str, reason: str) -> None:
+        """Heal an auto entry soon, outside whatever lock the caller holds."""
+
+        async def run() -> None:
+            with contextlib.suppress(FiletwinError):
+                await self.healer.request(path, reason, "auto")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
+
     # events ------------------------------------------------------------
     def emit(self, path: str | None, kind: str, ok: bool, message: str) -> None:
-        self.table.add_event(path, kind, ok, message)
+        event = self.table.add_event(path, kind, ok, message)
         if not ok:
             log.warning("%s: %s", kind, message)
         for waiter in self._event_waiters:
             waiter.set()
+        if self.config.on_event:
+            task = asyncio.get_running_loop().create_task(run_hook(self.config.on_event, event))
+            self._hooks.add(task)
+            task.add_done_callback(self._hooks.discard)
 
     async def wait_events(self, after_id: int, path: str | None) -> list[dict[str, Any]]:
         """Events after ``after_id``, waiting until there is at least one."""
@@ -392,6 +415,27 @@ class Engine:
                         return manifest
                     result = "failed"
                     error = ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
+                    if answer.get("errno") in IO_ERRNOS:
+                        # A read error: the damaged content is never stored as a version.
+                        self.table.set(
+                            path,
+                            job_kind=None,
+                            worker_pid=None,
+                            job_started_at=None,
+                            last_result="failed",
+                            last_error=str(error),
+                        )
+                        self.emit(
+                            path,
+                            "read-error",
+                            False,
+                            f"reading {path} for a backup failed: {error}",
+                        )
+                        if row["recovery_mode"] == "auto":
+                            self.schedule_heal(path, f"read error while backing up: {error}")
+                        if explicit:
+                            raise error
+                        return None
             self.table.set(
                 path,
                 job_kind=None,

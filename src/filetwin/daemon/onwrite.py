@@ -99,6 +99,9 @@ class OnWrite:
             self.engine.emit(
                 path, "close-failed", False, f"a close of {path} failed (journal record {seq})"
             )
+            if row["recovery_mode"] == "auto":
+                # The writes since the open are in the journal: put them back.
+                self.engine.schedule_heal(path, f"a close failed (journal record {seq})")
         if (
             kind == "close-ok"
             or records >= config.checkpoint_records

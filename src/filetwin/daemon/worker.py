@@ -61,6 +61,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 "new_size": delta.new_size,
                 "writes": delta.writes,
             }
+        if kind == "heal":
+            from ..heal import heal_file
+
+            return {
+                "ok": True,
+                "result": heal_file(
+                    repo, job["path"], job.get("journal_dir"), job["quarantine_dir"]
+                ),
+            }
+        if kind == "verify":
+            from ..heal import verify_file
+
+            return {"ok": True, "result": verify_file(repo, job["path"], job.get("journal_dir"))}
         if kind == "restore":
             from ..restore import restore_version
 

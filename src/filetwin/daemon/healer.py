@@ -1,0 +1,236 @@
+"""Healing in the daemon: who may ask for it, the recovery job, verify and scrub.
+
+Triggers: ``notify`` (an application or `filetwin recover` asks), ``auto``
+(an I/O error reported by the library or the interceptor, a read error while
+backing up, a failed close of an on-write file, corruption found by verify or
+the scrub). ``manual`` entries are healed only by a person's `filetwin restore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ERROR_TYPES, Conflict, FiletwinError, JobFailed, JobTimeout
+from ..policy import scaled_timeout
+from ..table import Table
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("filetwin.healer")
+
+
+class Healer:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._scrub: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.engine.config.scrub_interval_s > 0:
+            self._scrub = asyncio.create_task(self._scrub_loop())
+
+    async def stop(self) -> None:
+        if self._scrub is not None:
+            self._scrub.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scrub
+
+    def _job(self, kind: str, path: str) -> dict[str, Any]:
+        engine = self.engine
+        row = engine.entry(path)
+        return {
+            "kind": kind,
+            "path": path,
+            "repository": engine.config.repository_location,
+            "quarantine_dir": str(engine.config.quarantine_dir),
+            "journal_dir": (
+                str(engine.onwrite.journals.directory(path))
+                if row["backup_mode"] == "on-write"
+                else None
+            ),
+            "stall_s": engine.config.worker_stall_s,
+        }
+
+    async def request(self, path: str, reason: str, trigger: str) -> dict[str, Any]:
+        """Heal ``path`` if its policy lets ``trigger`` ask; return the heal's result.
+
+        ``trigger`` is ``notify`` (an application's request) or ``auto`` (an
+        error the system detected). A manual entry refuses both; a notify
+        entry refuses automatic triggers (they are reported, not acted on).
+        """
+        row = self.engine.entry(path)
+        mode = row["recovery_mode"]
+        if mode == "manual" or (trigger == "auto" and mode != "auto"):
+            message = (
+                f"{path} has recovery mode {mode}: its policy reserves recovery for a person "
+                f"(`filetwin restore {path}`)"
+                if mode == "manual"
+                else f"{path} has recovery mode {mode}: it is healed when an application asks "
+                f"(`filetwin recover {path}`)"
+            )
+            self.engine.emit(path, "heal-refused", False, f"{reason}; {message}")
+            raise Conflict(message)
+        self.engine.table.set(path, recovery_requested=1)
+        try:
+            return await self.heal(path, reason)
+        finally:
+            if self.engine.table.get(path) is not None:
+                self.engine.table.set(path, recovery_requested=0)
+
+    async def heal(self, path: str, reason: str) -> dict[str, Any]:
+        """Run the recovery job with the entry's retries and deadline."""
+        engine = self.engine
+        sup = engine.supervisors.get(path)
+        lock = sup.lock if sup is not None else asyncio.Lock()
+        async with lock:
+            row = engine.entry(path)
+            policy = Table.policy_of(row)
+            if row["backup_mode"] == "on-write":
+                await engine.onwrite.journals.sync(path)
+            attempt = 0
+            while True:
+                engine.table.set(
+                    path, job_kind="recovery", job_started_at=engine.clock(), worker_pid=None
+                )
+                timeout = scaled_timeout(
+                    policy.timeout_s,
+                    row["size"] or 0,
+                    engine.config.timeout_floor_s,
+                    engine.config.timeout_rate,
+                )
+                error: FiletwinError
+                async with engine.gate.shared():
+                    try:
+                        answer = await engine.pool.run(
+                            self._job("heal", path),
+                            timeout,
+                            on_start=lambda pid: engine.table.set(path, worker_pid=pid),
+                        )
+                    except (JobTimeout, JobFailed) as e:
+                        answer = {"ok": False, "error": str(e), "type": type(e).__name__}
+                result = "timeout" if answer.get("type") == "JobTimeout" else "failed"
+                if answer["ok"]:
+                    healed: dict[str, Any] = answer["result"]
+                    engine.table.set(
+                        path,
+                        job_kind=None,
+                        worker_pid=None,
+                        job_started_at=None,
+                        last_result="ok",
+                        last_error=None,
+                    )
+                    # The rename that healed the file is not a change to journal.
+                    engine.onwrite.api_dirty.add(path)
+                    where = (
+                        f"; the damaged copy is in {healed['quarantined']}"
+                        if healed["quarantined"]
+                        else ""
+                    )
+                    seq = healed["journal_seq"]
+                    journal = f" and its journal up to record {seq}" if seq else ""
+                    bad = (
+                        f" ({len(healed['unreadable'])} unreadable block(s) in it)"
+                        if healed["unreadable"]
+                        else ""
+                    )
+                    engine.emit(
+                        path,
+                        "healed",
+                        True,
+                        f"healed {path} ({reason}) from version {healed['version']}"
+                        f"{journal}{where}{bad}",
+                    )
+                    return healed
+                error = ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
+                engine.table.set(
+                    path,
+                    job_kind=None,
+                    worker_pid=None,
+                    job_started_at=None,
+                    last_result=result,
+                    last_error=str(error),
+                )
+                if attempt < policy.retries:
+                    attempt += 1
+                    engine.emit(
+                        path,
+                        "retry",
+                        False,
+                        f"heal of {path} {result} ({error}); retry {attempt} of {policy.retries}",
+                    )
+                    await asyncio.sleep(engine.config.retry_backoff_s * 2 ** (attempt - 1))
+                    continue
+                engine.emit(
+                    path,
+                    "heal-failed",
+                    False,
+                    f"heal of {path} {result} after {attempt + 1} attempt(s): {error}",
+                )
+                raise error
+
+    async def verify(self, path: str) -> dict[str, Any]:
+        """Compare the live file with its newest state; heal it if it is auto."""
+        engine = self.engine
+        row = engine.entry(path)
+        answer = await engine.pool.run(
+            self._job("verify", path),
+            timeout=scaled_timeout(
+                row["timeout_s"],
+                row["size"] or 0,
+                engine.config.timeout_floor_s,
+                engine.config.timeout_rate,
+            ),
+        )
+        if not answer["ok"]:
+            raise ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
+        report: dict[str, Any] = answer["result"]
+        report["recovery_mode"] = row["recovery_mode"]
+        report["healed"] = False
+        if report["status"] == "corrupt":
+            engine.emit(path, "corrupt", False, f"{path}: {report['detail']}")
+            if row["recovery_mode"] == "auto":
+                try:
+                    healed = await self.heal(path, f"verify: {report['detail']}")
+                    report["healed"] = True
+                    report["quarantined"] = healed["quarantined"]
+                except FiletwinError as e:
+                    report["heal_error"] = str(e)
+        return report
+
+    async def verify_all(self, path: str | None = None) -> list[dict[str, Any]]:
+        rows = [
+            engine_row for engine_row in self.engine.table.all() if engine_row["state"] != "paused"
+        ]
+        if path is not None:
+            rows = [self.engine.entry(path)]
+        reports = []
+        for row in rows:
+            try:
+                reports.append(await self.verify(row["path"]))
+            except FiletwinError as e:
+                reports.append(
+                    {
+                        "path": row["path"],
+                        "status": "error",
+                        "detail": str(e),
+                        "healed": False,
+                        "recovery_mode": row["recovery_mode"],
+                    }
+                )
+        return reports
+
+    async def _scrub_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.engine.config.scrub_interval_s)
+            try:
+                reports = await self.verify_all()
+            except Exception:
+                log.exception("scrub")
+                continue
+            bad = [r for r in reports if r["status"] == "corrupt"]
+            self.engine.emit(
+                None, "scrub", not bad, f"scrub of {len(reports)} entries: {len(bad)} corrupt"
+            )

@@ -1,0 +1,198 @@
+"""Healing a damaged file: the one procedure every trigger uses.
+
+1. rebuild the newest good state into a temp file beside the target (for an
+   entry with a journal: its newest version plus the journal's replay, so no
+   acknowledged write is lost; else its newest version), checking the hash;
+2. keep the damaged file: copy it into the state directory's quarantine,
+   block by block, so that unreadable blocks (EIO) become zeros listed in a
+   ``.json`` beside the copy rather than stopping the copy — the damaged file
+   is never simply deleted;
+3. rename the rebuilt file over the target and fsync the directory;
+4. read the target back and compare its hash with the rebuilt one.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from .errors import RestoreError
+from .repo import Repository
+from .repo.moments import rebuild_into, resolve
+from .safeio import FileMeta, open_existing_nofollow, replace_file_with
+
+BLOCK = 64 * 1024
+JOURNAL_SLACK_S = 2.0
+#: errors that mean "the medium failed", not "you may not" or "it is gone"
+IO_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.ENXIO,
+        errno.EREMOTEIO,
+        errno.EBADMSG,
+        errno.ENODATA,
+        errno.EUCLEAN if hasattr(errno, "EUCLEAN") else errno.EIO,
+    }
+)
+
+
+def quarantine(path: str, quarantine_dir: Path) -> dict[str, Any] | None:
+    """Copy what can be read of ``path`` into the quarantine; None if nothing is there."""
+    fd = open_existing_nofollow(path)
+    if fd is None:
+        return None
+    quarantine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = quarantine_dir / f"{stamp}-{secrets.token_hex(3)}-{os.path.basename(path)}"
+    bad: list[list[int]] = []
+    try:
+        size = os.fstat(fd).st_size
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            offset = 0
+            while offset < size:
+                n = min(BLOCK, size - offset)
+                try:
+                    data = os.pread(fd, n, offset)
+                except OSError as e:
+                    if e.errno not in IO_ERRNOS:
+                        raise
+                    data = b"\0" * n
+                    bad.append([offset, n])
+                if not data:
+                    break
+                os.pwrite(out, data, offset)
+                offset += len(data)
+            os.fsync(out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+    note = {"path": path, "copied": str(dest), "size": size, "unreadable": bad, "time": time.time()}
+    (dest.parent / (dest.name + ".json")).write_text(json.dumps(note, indent=1) + "\n")
+    return note
+
+
+def heal_file(
+    repo: Repository, path: str, journal_dir: str | None, quarantine_dir: str
+) -> dict[str, Any]:
+    """Run the heal procedure on entry ``path``; return what was done."""
+    jdir = Path(journal_dir) if journal_dir else None
+    moment = resolve(repo, path, jdir, None)
+    base = moment.base
+    rebuilt_hash = ""
+
+    def fill(fd: int) -> int:
+        nonlocal rebuilt_hash
+        size = rebuild_into(repo, moment, jdir, fd)
+        hasher = blake3.blake3()
+        offset = 0
+        while data := os.pread(fd, 8 << 20, offset):
+            hasher.update(data)
+            offset += len(data)
+        rebuilt_hash = hasher.hexdigest()
+        if not moment.replays and rebuilt_hash != base.hash:
+            raise RestoreError(f"version {base.id} of {path} rebuilt to a different hash")
+        return size
+
+    kept = quarantine(path, Path(quarantine_dir))
+    mtime_ns = base.mtime_ns if not moment.replays else int(moment.time * 1e9)
+    size = replace_file_with(path, fill, FileMeta(base.mode, base.uid, base.gid, mtime_ns))
+    check = open_existing_nofollow(path)
+    if check is None:
+        raise RestoreError(f"{path} is not there after healing")
+    try:
+        hasher = blake3.blake3()
+        while data := os.read(check, 8 << 20):
+            hasher.update(data)
+    finally:
+        os.close(check)
+    if hasher.hexdigest() != rebuilt_hash:
+        raise RestoreError(f"{path} reads back with a different hash after healing")
+    return {
+        "path": path,
+        "version": base.id,
+        "journal_seq": moment.upto_seq,
+        "hash": rebuilt_hash,
+        "size": size,
+        "quarantined": kept["copied"] if kept else None,
+        "unreadable": kept["unreadable"] if kept else [],
+    }
+
+
+def file_hash(path: str) -> tuple[str, int, int] | tuple[None, int, int]:
+    """(blake3 hex, size, mtime_ns) of ``path``; hash None when a read fails with EIO."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        hasher = blake3.blake3()
+        try:
+            while data := os.read(fd, 8 << 20):
+                hasher.update(data)
+        except OSError as e:
+            if e.errno in IO_ERRNOS:
+                return None, st.st_size, st.st_mtime_ns
+            raise
+        return hasher.hexdigest(), st.st_size, st.st_mtime_ns
+    finally:
+        os.close(fd)
+
+
+def expected_state(repo: Repository, path: str, journal_dir: str | None) -> dict[str, Any]:
+    """What the live file should hold: the newest state's hash, size and mtime."""
+    jdir = Path(journal_dir) if journal_dir else None
+    moment = resolve(repo, path, jdir, None)
+    if not moment.replays:
+        b = moment.base
+        return {"hash": b.hash, "size": b.size, "mtime_ns": b.mtime_ns, "journal": False}
+    # A journaled write reaches the file just after its record: allow for that.
+    latest_write_ns = int((moment.time + JOURNAL_SLACK_S) * 1e9)
+    import tempfile
+
+    with tempfile.TemporaryFile() as tmp:
+        size = rebuild_into(repo, moment, jdir, tmp.fileno())
+        hasher = blake3.blake3()
+        tmp.seek(0)
+        while data := tmp.read(8 << 20):
+            hasher.update(data)
+    return {"hash": hasher.hexdigest(), "size": size, "mtime_ns": latest_write_ns, "journal": True}
+
+
+def verify_file(repo: Repository, path: str, journal_dir: str | None) -> dict[str, Any]:
+    """Compare the live file with its newest recorded state.
+
+    ``status``: ``ok``; ``changed`` (size or mtime moved since the last
+    version: a real edit, not corruption); ``corrupt`` (same size and mtime
+    but other content — silent corruption — or a read error); ``missing``.
+    """
+    try:
+        live_hash, size, mtime_ns = file_hash(path)
+    except FileNotFoundError:
+        return {"path": path, "status": "missing", "detail": "the file does not exist"}
+    want = expected_state(repo, path, journal_dir)
+    if live_hash is None:
+        return {"path": path, "status": "corrupt", "detail": "reading the file failed with EIO"}
+    if live_hash == want["hash"]:
+        return {"path": path, "status": "ok", "detail": "content matches the newest state"}
+    if want["journal"]:
+        same_meta = size == want["size"] and mtime_ns <= want["mtime_ns"]
+    else:
+        same_meta = size == want["size"] and mtime_ns == want["mtime_ns"]
+    if same_meta:
+        return {
+            "path": path,
+            "status": "corrupt",
+            "detail": "same size and mtime as the newest state but different content",
+        }
+    return {
+        "path": path,
+        "status": "changed",
+        "detail": "changed since the newest state (size or mtime differ)",
+    }
