@@ -8,19 +8,27 @@ version as usual. If the daemon cannot be reached, the application's own
 write still happens and the library reports that it was not journaled:
 ``on_unjournaled="warn"`` (default) warns once per file, ``"raise"`` raises
 ``NotJournaled`` after the write was made.
+
+For an entry whose recovery mode is ``auto`` (either backup mode), an I/O
+error (EIO and its kin) on read, write, truncate or close is reported to the
+daemon, which heals the file; the call is then retried on the healed file.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import os
 import warnings
-from collections.abc import Iterable
-from typing import IO, Any
+from collections.abc import Callable, Iterable
+from typing import IO, Any, TypeVar
 
 from .client import Client, WriteStream
 from .errors import DaemonUnavailable, FiletwinError, NotFound
+from .heal import IO_ERRNOS
+
+T = TypeVar("T")
 
 
 class NotJournaled(DaemonUnavailable):
@@ -35,13 +43,22 @@ class JournaledFile(io.RawIOBase):
     """An unbuffered binary file whose changes are journaled first."""
 
     def __init__(
-        self, path: str, mode: str, stream: WriteStream | None, on_unjournaled: str
+        self,
+        path: str,
+        mode: str,
+        stream: WriteStream | None,
+        on_unjournaled: str,
+        *,
+        client: Client | None = None,
+        journaled: bool = True,
     ) -> None:
         super().__init__()
         self.name = path
         self._mode = mode
         self._raw = io.FileIO(path, mode.replace("b", "").replace("t", ""))
         self._append = "a" in mode
+        self._client = client
+        self._journaled = journaled
         self._stream = stream
         self._on_unjournaled = on_unjournaled
         self._warned = False
@@ -49,6 +66,8 @@ class JournaledFile(io.RawIOBase):
 
     # what is journaled -------------------------------------------------
     def _journal(self, kind: str, offset: int = 0, payload: bytes = b"") -> None:
+        if not self._journaled:
+            return
         if self._stream is None:
             self._unjournaled(f"the daemon was not reachable when {self.name} was opened")
             return
@@ -67,6 +86,34 @@ class JournaledFile(io.RawIOBase):
             warnings.warn(message, JournalWarning, stacklevel=4)
             self._warned = True
 
+    # healing: an I/O error is reported, the file healed and the call retried --
+    def _healed(self, err: OSError) -> bool:
+        """Report ``err``; True if the daemon healed the file (then it is reopened)."""
+        if err.errno not in IO_ERRNOS or self._client is None:
+            return False
+        try:
+            self._client.request_recovery(
+                self.name, reason=f"{err.strerror} met by filetwin.open", trigger="auto"
+            )
+        except FiletwinError:
+            return False  # not an auto entry, no daemon, or the heal failed: the error stands
+        position = 0 if self._raw.closed else self._raw.tell()
+        with contextlib.suppress(OSError):
+            self._raw.close()
+        # Reopen the healed file without truncating it again.
+        reopen = "ab" if self._append else ("r+b" if self.writable() else "rb")
+        self._raw = io.FileIO(self.name, reopen.replace("b", ""))
+        self._raw.seek(position)
+        return True
+
+    def _retry(self, op: Callable[[], T]) -> T:
+        try:
+            return op()
+        except OSError as e:
+            if not self._healed(e):
+                raise
+        return op()
+
     def _raise_pending(self) -> None:
         err = self._pending_error
         if err is not None:
@@ -77,12 +124,19 @@ class JournaledFile(io.RawIOBase):
         data = bytes(b)
         offset = os.fstat(self._raw.fileno()).st_size if self._append else self._raw.tell()
         self._journal("write", offset, data)
-        view = memoryview(data)
-        while view:
-            n = self._raw.write(view)
-            if n is None:
-                raise BlockingIOError("the file is non-blocking")
-            view = view[n:]
+        start = self._raw.tell()
+
+        def write_all() -> None:
+            if not self._append:
+                self._raw.seek(start)
+            view = memoryview(data)
+            while view:
+                n = self._raw.write(view)
+                if n is None:
+                    raise BlockingIOError("the file is non-blocking")
+                view = view[n:]
+
+        self._retry(write_all)
         self._raise_pending()
         return len(data)
 
@@ -94,7 +148,7 @@ class JournaledFile(io.RawIOBase):
         if size is None:
             size = self._raw.tell()
         self._journal("truncate", size)
-        result = self._raw.truncate(size)
+        result = self._retry(lambda: self._raw.truncate(size))
         self._raise_pending()
         return result
 
@@ -106,23 +160,35 @@ class JournaledFile(io.RawIOBase):
     def close(self) -> None:
         if self.closed:
             return
-        ok = True
+        failure: OSError | None = None
         try:
-            self._raw.close()
-        except OSError:
-            ok = False
-            raise
-        finally:
+            try:
+                self._raw.close()
+            except OSError as e:
+                failure = e
             if self._stream is not None:
-                self._journal("close-ok" if ok else "close-failed")
+                # A failed close may have lost writes; the journal has them.
+                self._journal("close-ok" if failure is None else "close-failed")
                 if self._stream is not None:
                     self._stream.close()
+                    self._stream = None
+            if failure is not None:
+                if not self._healed(failure):
+                    raise failure
+                self._raw.close()  # the healed file, reopened by _healed
+        finally:
             super().close()
         self._raise_pending()
 
     # plain file behaviour ----------------------------------------------
     def readinto(self, buffer: Any) -> int | None:
-        return self._raw.readinto(buffer)
+        start = self._raw.tell()
+
+        def read() -> int | None:
+            self._raw.seek(start)
+            return self._raw.readinto(buffer)
+
+        return self._retry(read)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         return self._raw.seek(offset, whence)
@@ -172,26 +238,36 @@ def open(  # noqa: A001 - a drop-in for the built-in
     writing = any(c in mode for c in "wax+")
     client = client or Client()
     stream: WriteStream | None = None
-    journaled = False
-    if writing:
-        try:
-            entry = client.status(abspath)
-            journaled = entry["backup_mode"] == "on-write" and entry["state"] != "paused"
-            real = entry["path"]
-        except NotFound:
-            journaled = False
-        except DaemonUnavailable:
-            journaled, real = True, abspath  # unknown: write, and say it was not journaled
-        if journaled:
-            try:
-                stream = client.open_stream(real)
-            except DaemonUnavailable:
-                stream = None
-            except FiletwinError:
-                journaled = False
-    if not journaled:
+    try:
+        entry = client.status(abspath)
+    except NotFound:
+        entry = None
+    except DaemonUnavailable:
+        # Unknown: the file is written all the same, and the change reported unjournaled.
+        entry = {
+            "path": abspath,
+            "backup_mode": "on-write" if writing else "on-close",
+            "state": "unknown",
+            "recovery_mode": "manual",
+        }
+    if entry is None or (entry["backup_mode"] == "on-close" and entry["recovery_mode"] != "auto"):
         return builtins.open(abspath, mode, encoding=encoding, errors=errors, newline=newline)
-    raw = JournaledFile(abspath, mode if "b" in mode else mode + "b", stream, on_unjournaled)
+    journaled = writing and entry["backup_mode"] == "on-write" and entry["state"] != "paused"
+    if journaled and entry["state"] != "unknown":
+        try:
+            stream = client.open_stream(entry["path"])
+        except DaemonUnavailable:
+            stream = None
+        except FiletwinError:
+            journaled = False
+    raw = JournaledFile(
+        abspath,
+        mode if "b" in mode else mode + "b",
+        stream,
+        on_unjournaled,
+        client=client,
+        journaled=journaled,
+    )
     if "b" in mode:
         return raw  # type: ignore[return-value]
     return io.TextIOWrapper(
