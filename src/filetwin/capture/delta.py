@@ -29,6 +29,9 @@ class Delta:
     old_size: int
     new_size: int
     writes: list[tuple[int, bytes]]
+    #: the content changed but the size and mtime did not: silent corruption,
+    #: not a write (the shadow is left as it was)
+    suspect: bool = False
 
     @property
     def empty(self) -> bool:
@@ -43,19 +46,20 @@ def _digests(data: bytes) -> bytes:
     return bytes(out)
 
 
-def load_shadow(shadow: Path) -> tuple[int, bytes] | None:
+def load_shadow(shadow: Path) -> tuple[int, int, bytes] | None:
+    """(size, mtime_ns, block digests) of the shadow, None if there is none."""
     try:
         raw = shadow.read_bytes()
     except FileNotFoundError:
         return None
-    if len(raw) < 8:
+    if len(raw) < 16:
         return None
-    return int.from_bytes(raw[:8], "little"), raw[8:]
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little"), raw[16:]
 
 
-def save_shadow(shadow: Path, size: int, digests: bytes) -> None:
+def save_shadow(shadow: Path, size: int, mtime_ns: int, digests: bytes) -> None:
     shadow.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(shadow, size.to_bytes(8, "little") + digests)
+    write_atomic(shadow, size.to_bytes(8, "little") + mtime_ns.to_bytes(8, "little") + digests)
 
 
 def diff_file(path: str, shadow: Path, emit: bool = True) -> Delta:
@@ -67,6 +71,7 @@ def diff_file(path: str, shadow: Path, emit: bool = True) -> Delta:
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        mtime_ns = os.fstat(fd).st_mtime_ns
         chunks = []
         while data := os.read(fd, 8 << 20):
             chunks.append(data)
@@ -75,10 +80,18 @@ def diff_file(path: str, shadow: Path, emit: bool = True) -> Delta:
     content = b"".join(chunks)
     digests = _digests(content)
     previous = load_shadow(shadow)
-    save_shadow(shadow, len(content), digests)
+    if (
+        emit
+        and previous is not None
+        and previous[2] != digests
+        and previous[0] == len(content)
+        and previous[1] == mtime_ns
+    ):
+        return Delta(len(content), len(content), [], suspect=True)
+    save_shadow(shadow, len(content), mtime_ns, digests)
     if previous is None or not emit:
         return Delta(len(content), len(content), [])
-    old_size, old = previous
+    old_size, _old_mtime, old = previous
     writes: list[tuple[int, bytes]] = []
     run_start = -1
     nblocks = len(digests) // DIGEST

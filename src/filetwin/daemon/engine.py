@@ -139,6 +139,12 @@ class Engine:
         if latest is None or (st.st_size, st.st_mtime_ns) != (latest.size, latest.mtime_ns):
             self.supervisors[path].poke()
 
+    def _corrupt(self, path: str, row: dict[str, Any], detail: str) -> None:
+        """Report corruption a capture found; heal it if the entry is auto."""
+        self.emit(path, "corrupt", False, f"{path}: {detail}")
+        if row["recovery_mode"] == "auto":
+            self.schedule_heal(path, detail)
+
     def schedule_heal(self, path: str, reason: str) -> None:
         """Heal an auto entry soon, outside whatever lock the caller holds."""
 
@@ -410,6 +416,23 @@ class Engine:
                             if not explicit:
                                 return None
                             continue
+                        if answer.get("suspect") and cause in ("close", "manual"):
+                            self.table.set(
+                                path, job_kind=None, worker_pid=None, job_started_at=None
+                            )
+                            self._corrupt(
+                                path,
+                                row,
+                                "its content changed but its size and "
+                                "mtime did not (silent corruption); not stored",
+                            )
+                            if explicit:
+                                raise FiletwinError(
+                                    f"{path} looks corrupted: its content "
+                                    "changed without its mtime; run "
+                                    "`filetwin verify`"
+                                )
+                            return None
                         manifest = await asyncio.to_thread(self.repo.commit, manifest)
                         await self._after_commit(path, manifest, row)
                         return manifest

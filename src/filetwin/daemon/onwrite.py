@@ -144,6 +144,14 @@ class OnWrite:
                 path, "capture-failed", False, f"capture of {path} failed: {answer['error']}"
             )
             return
+        if answer.get("suspect"):
+            self.engine._corrupt(
+                path,
+                row,
+                "its content changed but its size and mtime did "
+                "not (silent corruption); not journaled",
+            )
+            return
         if not emit:
             return
         if answer["new_size"] != answer["old_size"]:

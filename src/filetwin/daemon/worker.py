@@ -46,7 +46,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             )
             # The daemon commits the manifest and guards gc; this process forgets it.
             repo.release(manifest)
-            return {"ok": True, "manifest": manifest.to_json()}
+            return {"ok": True, "manifest": manifest.to_json(), "suspect": _suspect(repo, manifest)}
         if kind == "checkpoint":
             manifest = _checkpoint(repo, job)
             repo.release(manifest)
@@ -60,6 +60,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 "old_size": delta.old_size,
                 "new_size": delta.new_size,
                 "writes": delta.writes,
+                "suspect": delta.suspect,
             }
         if kind == "heal":
             from ..heal import heal_file
@@ -104,6 +105,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         }
     except Exception as e:  # a bug: report it rather than kill the worker
         return {"ok": False, "error": f"internal error: {e!r}", "type": "FiletwinError"}
+
+
+def _suspect(repo: Repository, manifest: Manifest) -> bool:
+    """New content under the size and mtime of the previous version: no program
+    saving a file leaves its mtime as it was, so this is corruption, not an edit."""
+    versions = repo.versions(manifest.path)
+    prev = versions[-1] if versions else None
+    return (
+        prev is not None
+        and prev.hash != manifest.hash
+        and prev.size == manifest.size
+        and prev.mtime_ns == manifest.mtime_ns
+    )
 
 
 def _checkpoint(repo: Repository, job: dict[str, Any]) -> Manifest:
