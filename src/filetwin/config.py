@@ -71,6 +71,8 @@ class Config:
     checkpoint_records: int = 100_000
     #: on-write capture without the library: a burst ends after this much quiet
     capture_quiet_ms: int = 50
+    #: how long after retention removed versions their chunks are collected
+    gc_delay_s: float = 5.0
     #: seconds between scrubs (verify of every entry; auto entries are healed); 0: off
     scrub_interval_s: float = 0.0
     #: a shell command run for every event, given the event as JSON on stdin
@@ -163,7 +165,7 @@ class Config:
                 raise UsageError(f"{name} must be above 0, not {getattr(self, name)}")
         if not 0 <= self.capture_quiet_ms <= 10_000:
             raise UsageError(f"capture_quiet_ms must be 0 to 10000, not {self.capture_quiet_ms}")
-        for name in ("retry_backoff_s", "worker_stall_s", "scrub_interval_s"):
+        for name in ("retry_backoff_s", "worker_stall_s", "scrub_interval_s", "gc_delay_s"):
             value = getattr(self, name)
             if not 0 <= value < float("inf"):
                 raise UsageError(f"{name} must be a number of seconds >= 0, not {value}")

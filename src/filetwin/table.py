@@ -106,7 +106,9 @@ class Table:
             self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            # WAL + NORMAL: a commit survives the daemon dying at once and a power
+            # loss after the next checkpoint; versions themselves are in the repository.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise RepositoryError(f"cannot open the management table {path}: {e}") from e

@@ -16,7 +16,10 @@ from filetwin.repo import Repository
 from tests.helpers import Daemon, wait_until
 
 
-def test_retention_keeps_newest_and_drops_unreferenced_chunks(daemon: Daemon, files: Path) -> None:
+def test_retention_keeps_newest_and_drops_unreferenced_chunks(
+    make_daemon: Callable[..., Daemon], files: Path
+) -> None:
+    daemon = make_daemon("retention", gc_delay_s=0.2)
     f = files / "kept.bin"
     contents = [bytes([i]) * 300_000 for i in range(5)]
     f.write_bytes(contents[0])

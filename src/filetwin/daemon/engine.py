@@ -62,6 +62,7 @@ class Engine:
         self._stopping = False
         #: fire-and-forget tasks (event hooks, scheduled heals), kept from the GC
         self._hooks: set[asyncio.Task[None]] = set()
+        self._gc_timer: asyncio.TimerHandle | None = None
 
     # life cycle --------------------------------------------------------
     async def start(self) -> None:
@@ -520,7 +521,21 @@ class Engine:
             count = len(await asyncio.to_thread(self.repo.versions, path))
             if self.table.get(path) is not None:
                 self.table.set(path, versions=count)
-            asyncio.create_task(self._gc())
+            self._schedule_gc()
+
+    def _schedule_gc(self) -> None:
+        """Collect unreferenced chunks ``gc_delay_s`` from now, once for many removals:
+        gc lists the whole repository and holds it exclusively."""
+        if self._gc_timer is None:
+            loop = asyncio.get_running_loop()
+
+            def fire() -> None:
+                self._gc_timer = None
+                task = loop.create_task(self._gc())
+                self._hooks.add(task)
+                task.add_done_callback(self._hooks.discard)
+
+            self._gc_timer = loop.call_later(self.config.gc_delay_s, fire)
 
     async def _gc(self) -> None:
         try:

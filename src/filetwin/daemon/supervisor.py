@@ -34,7 +34,7 @@ class Supervisor:
         self.generation = 0
         self.lock = asyncio.Lock()
         self._dirty = asyncio.Event()
-        self._last_job_end = float("-inf")
+        self._burst = False
         self._task: asyncio.Task[None] | None = None
         row = engine.table.get(path)
         #: on-write entries turn bursts into journal records instead of versions
@@ -100,13 +100,12 @@ class Supervisor:
                     self._dirty.set()
                 if not self._dirty.is_set():
                     continue
-            # Coalescing: a save after a quiet spell starts a job at once (low
-            # latency); saves that follow within the window wait for it to end,
-            # so a burst costs one more job, which reads the burst's last content.
-            loop = asyncio.get_running_loop()
-            wait = self._last_job_end + self.engine.config.coalesce_ms / 1000 - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # Coalescing: a save while no job runs starts one at once (low
+            # latency). Saves that arrive while a job runs are a burst: the next
+            # job waits out the window, so the burst costs one more job, which
+            # reads the burst's last content.
+            if self._burst:
+                await asyncio.sleep(self.engine.config.coalesce_ms / 1000)
             self._dirty.clear()
             try:
                 if self.on_write:
@@ -120,4 +119,4 @@ class Supervisor:
                 raise
             except Exception:
                 log.exception("supervisor of %s", self.path)
-            self._last_job_end = asyncio.get_running_loop().time()
+            self._burst = self._dirty.is_set()
