@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime
 
 from .errors import UsageError
 
 
 def iso(ts: float | None) -> str | None:
-    """Unix seconds as ISO 8601 UTC with milliseconds, ``None`` kept."""
+    """Unix seconds as ISO 8601 UTC with milliseconds (truncated), ``None`` kept.
+
+    The same arithmetic as the table's SQL (``Table.status_json``), so both
+    paths print the same instant the same way.
+    """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    secs = math.floor(ts)
+    ms = int((ts - secs) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
 
 
 def parse_time(text: str | float | int) -> float:

@@ -134,8 +134,10 @@ class Api:
 
     async def status(self, request: web.Request) -> web.Response:
         raw = request.query.get("path")
-        path = self._path(raw) if raw is not None else None
-        return web.json_response(self.engine.status(path))
+        if raw is None:
+            text = await asyncio.to_thread(self.engine.table.status_json)
+            return web.Response(text=text, content_type="application/json")
+        return web.json_response(self.engine.status(self._path(raw)))
 
     async def add(self, request: web.Request) -> web.Response:
         data = await body(request)

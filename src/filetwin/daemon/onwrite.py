@@ -95,6 +95,10 @@ class OnWrite:
         records, nbytes = records + 1, nbytes + len(data)
         self._since_checkpoint[path] = (records, nbytes)
         config = self.engine.config
+        if kind in ("close-ok", "close-failed", "mark"):
+            # The table's copy of the journal position (status of every entry
+            # reads it) moves at closes and marks, not at every write.
+            self.engine.table.set(path, journal_seq=seq)
         if kind == "close-failed":
             self.engine.emit(
                 path, "close-failed", False, f"a close of {path} failed (journal record {seq})"
