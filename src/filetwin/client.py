@@ -297,24 +297,52 @@ class WriteStream:
             raise cls(str(hello.get("error", "the daemon refused the write stream")))
         self.sync_mode: str = hello["sync"]
         self.last_seq: int = hello["seq"]
+        self.outstanding = 0
+        #: records a pipelining writer may have in flight
+        self.window = 256
 
     def send(self, kind: str, offset: int = 0, payload: bytes = b"") -> int:
         """Send one record and return its seq once the daemon has made it durable."""
+        self.send_nowait(kind, offset, payload)
+        return self.collect()
+
+    def send_nowait(self, kind: str, offset: int = 0, payload: bytes = b"") -> None:
+        """Send one record without waiting for its ack (collect() waits for them).
+
+        At most ``window`` records are outstanding: past it, the oldest ack is
+        awaited first, so a pipelining writer is never far ahead of the journal.
+        """
+        if self.outstanding >= self.window:
+            self._read_ack()
+        head = FRAME.pack(FRAME_KINDS[kind], offset, len(payload))
         try:
-            self.sock.sendall(FRAME.pack(FRAME_KINDS[kind], offset, len(payload)))
-            if payload:
-                self.sock.sendall(payload)
+            sent = self.sock.sendmsg([head, payload]) if payload else self.sock.send(head)
+            if sent < len(head) + len(payload):
+                self.sock.sendall((head + payload)[sent:])
+        except OSError as e:
+            raise DaemonUnavailable(f"the write stream of {self.path} broke: {e}") from e
+        self.outstanding += 1
+
+    def collect(self) -> int:
+        """Wait for every outstanding ack; return the last seq."""
+        while self.outstanding:
+            self._read_ack()
+        return self.last_seq
+
+    def _read_ack(self) -> None:
+        try:
             raw = self._file.read(ACK.size)
         except OSError as e:
             raise DaemonUnavailable(f"the write stream of {self.path} broke: {e}") from e
         if len(raw) < ACK.size:
             raise DaemonUnavailable(f"the daemon closed the write stream of {self.path}")
         status, seq = ACK.unpack(raw)
+        self.outstanding -= 1
         if status != 0:
             size = struct.unpack("<I", self._file.read(4))[0]
+            self.outstanding = 0
             raise FiletwinError(self._file.read(size).decode(errors="replace"))
-        self.last_seq = seq
-        return int(seq)
+        self.last_seq = int(seq)
 
     def close(self) -> None:
         self._file.close()

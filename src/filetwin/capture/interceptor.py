@@ -96,16 +96,36 @@ class Interceptor(mfusepy.Operations):
         with self._lock:
             return self._entries.get(real)
 
-    def _journal(self, h: Handle, kind: str, offset: int = 0, payload: bytes = b"") -> None:
+    def _journal(
+        self, h: Handle, kind: str, offset: int = 0, payload: bytes = b"", wait: bool = True
+    ) -> None:
+        """Journal one record. ``batch`` entries pipeline writes (``wait`` False):
+        their acks are collected at the next flush, fsync or close, the points
+        where an application learns its writes are safe; ``always`` entries
+        wait for each record's fdatasync before the write reaches SOURCE."""
         if h.stream is None:
             if h.entry is not None and h.entry["backup_mode"] == "on-write":
                 self.unjournaled += 1
                 log.warning("not journaled (no daemon): %s of %s at %d", kind, h.real, offset)
             return
         try:
-            h.stream.send(kind, offset, payload)
+            if wait or h.stream.sync_mode == "always":
+                h.stream.send(kind, offset, payload)
+            else:
+                h.stream.send_nowait(kind, offset, payload)
         except FiletwinError as e:
             log.warning("not journaled: %s of %s at %d: %s", kind, h.real, offset, e)
+            self.unjournaled += 1
+            h.stream.close()
+            h.stream = None
+
+    def _collect(self, h: Handle) -> None:
+        if h.stream is None:
+            return
+        try:
+            h.stream.collect()
+        except FiletwinError as e:
+            log.warning("not journaled: writes to %s: %s", h.real, e)
             self.unjournaled += 1
             h.stream.close()
             h.stream = None
@@ -178,7 +198,7 @@ class Interceptor(mfusepy.Operations):
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         h = self._handle(fh)
         with h.lock:
-            self._journal(h, "write", offset, data)
+            self._journal(h, "write", offset, data, wait=False)
             try:
                 return os.pwrite(h.fd, data, offset)
             except OSError as e:
@@ -204,6 +224,7 @@ class Interceptor(mfusepy.Operations):
 
     def flush(self, path: str, fh: int) -> int:
         h = self._handle(fh)
+        self._collect(h)
         if self._fault(h, "close") and h.flags & (os.O_WRONLY | os.O_RDWR):
             # The failing disk: the writes since the open do not survive.
             os.ftruncate(h.fd, h.size_at_open)
@@ -228,6 +249,7 @@ class Interceptor(mfusepy.Operations):
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         h = self._handle(fh)
+        self._collect(h)
         if datasync:
             os.fdatasync(h.fd)
         else:

@@ -208,6 +208,7 @@ class Engine:
 
     async def apply(self, path: str) -> None:
         """Carry out the entry's pending change, then clear it."""
+        self.onwrite.forget_policy(path)
         row = self.table.get(path)
         if row is None:
             return

@@ -42,17 +42,27 @@ class OnWrite:
         self._again: set[str] = set()
         #: entries whose writes came through the API since the last delta capture
         self.api_dirty: set[str] = set()
+        self._rows: dict[str, dict[str, Any]] = {}
 
     def _row(self, path: str) -> dict[str, Any]:
-        row = self.engine.entry(path)
-        if row["backup_mode"] != "on-write":
-            raise UsageError(
-                f"{path} is an on-close entry: its writes are not journaled "
-                f"(`filetwin update {path} --backup on-write` to journal them)"
-            )
-        if row["state"] == "paused":
-            raise UsageError(f"{path} is paused; its writes are not journaled")
+        """The entry's row, checked to be journaling; cached because a busy
+        writer sends thousands of records a second (``forget_policy`` drops it
+        when a change is applied)."""
+        row = self._rows.get(path)
+        if row is None:
+            row = self.engine.entry(path)
+            if row["backup_mode"] != "on-write":
+                raise UsageError(
+                    f"{path} is an on-close entry: its writes are not journaled "
+                    f"(`filetwin update {path} --backup on-write` to journal them)"
+                )
+            if row["state"] == "paused":
+                raise UsageError(f"{path} is paused; its writes are not journaled")
+            self._rows[path] = row
         return row
+
+    def forget_policy(self, path: str) -> None:
+        self._rows.pop(path, None)
 
     def shadow_path(self, path: str) -> str:
         return str(self.engine.config.state_dir / "shadows" / entry_key(path))
@@ -262,6 +272,7 @@ class OnWrite:
             drop_segments_before(self.journals.directory(path), bases[0].journal_seq + 1)
 
     def forget(self, path: str) -> None:
+        self.forget_policy(path)
         self.journals.close(path)
         self._since_checkpoint.pop(path, None)
         self.api_dirty.discard(path)
