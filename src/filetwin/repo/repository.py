@@ -13,13 +13,15 @@ leaves at worst unreferenced chunks, which gc() removes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -145,6 +147,11 @@ class Manifest:
         return f"{MANIFESTS}{entry_key(self.path)}/{int(self.time * 1e9):019d}-{self.id}.json"
 
 
+#: threads storing chunks of one file, and chunks in flight at most
+STORE_THREADS = 4
+STORE_WINDOW = 16
+
+
 class _FdReader:
     """readinto() over an fd with pread: leaves the caller's file offset alone."""
 
@@ -207,12 +214,29 @@ class Repository:
             hasher = blake3.blake3()
             ids: list[str] = []
             size = 0
+            # Chunks are hashed, compressed and durably written by a few threads
+            # (each write waits on an fsync); reading and the file's hash stay here.
+            pending: deque[Future[str]] = deque()
             try:
-                for chunk in new_chunker().cut_stream(_FdReader(fd)):
-                    # chunk.data is only valid until the next chunk: use it now.
-                    hasher.update(chunk.data)
-                    size += chunk.length
-                    ids.append(self._store_chunk(chunk.data))
+                with ThreadPoolExecutor(STORE_THREADS) as pool:
+                    try:
+                        for chunk in new_chunker().cut_stream(_FdReader(fd)):
+                            # chunk.data is only valid until the next chunk: copy it.
+                            data = bytes(chunk.data)
+                            hasher.update(data)
+                            size += chunk.length
+                            pending.append(pool.submit(self._store_chunk, data))
+                            if len(pending) >= STORE_WINDOW:
+                                ids.append(pending.popleft().result())
+                        while pending:
+                            ids.append(pending.popleft().result())
+                    finally:
+                        for f in pending:
+                            f.cancel()
+                        for f in pending:
+                            if not f.cancelled():
+                                with contextlib.suppress(BaseException):
+                                    ids.append(f.result())
             except OSError as e:
                 self._release(ids)
                 raise os_error(f"cannot read {spath}", e) from e
@@ -231,14 +255,16 @@ class Repository:
             journal_seq=journal_seq,
         )  # fmt: skip
 
-    def _store_chunk(self, data: memoryview) -> str:
+    def _store_chunk(self, data: bytes | memoryview) -> str:
         cid = chunk_id(data)
-        # Under the lock so gc cannot delete the chunk between exists() and our manifest.
+        # Counted as pending under the lock: gc (which holds the lock while it
+        # decides) then either ran before and is done, or will see it pending,
+        # so exists() and put() below need no lock and run in parallel.
         with self._lock:
             self._pending[cid] += 1
-            name = chunk_name(cid)
-            if not self.backend.exists(name):
-                self.backend.put(name, encode_chunk(data))
+        name = chunk_name(cid)
+        if not self.backend.exists(name):
+            self.backend.put(name, encode_chunk(data))
         return cid
 
     def _release(self, ids: list[str] | tuple[str, ...]) -> None:
