@@ -19,11 +19,13 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from . import dataset, own, report
+from . import dataset, fuse, journal, own, report
 from .tools import PEERS, Filetwin, Tool, available
 
 HERE = Path(__file__).parent
+SECTIONS = ("peers", "own", "journal", "fuse")
 
 
 def install_peers() -> None:
@@ -139,6 +141,25 @@ def versus_peers(args: argparse.Namespace, base: Path) -> dict[str, list[dict[st
     return results
 
 
+def merged(path: Path, out: dict[str, Any], only: str | None) -> dict[str, Any]:
+    """With ``--only X``, the other sections of the results file are kept.
+
+    Each kept section remembers the meta of the run that measured it
+    (``meta_by_section``), so the README can say when each was measured.
+    """
+    if only is None or not path.exists():
+        return {**out, "meta_by_section": {k: out["meta"] for k in SECTIONS if k in out}}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return out
+    by_section = old.get("meta_by_section") or {k: old["meta"] for k in SECTIONS if k in old}
+    by_section[only] = out["meta"]
+    result = {k: v for k, v in old.items() if k in SECTIONS}
+    result[only] = out[only]
+    return {"meta": out["meta"], **result, "meta_by_section": by_section}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny smoke run (used by the tests)")
@@ -147,11 +168,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-bytes", type=int, default=None, help="size of the large file")
     p.add_argument("--skip-peers", action="store_true")
     p.add_argument("--no-install", action="store_true", help="do not apt-get the peers")
-    p.add_argument("--only", choices=["peers", "own"], default=None)
+    p.add_argument(
+        "--only",
+        choices=SECTIONS,
+        default=None,
+        help="run one section; the others are kept from the existing results file",
+    )
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--readme", type=Path, default=HERE / "README.md")
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="where the table goes (default bench/README.md; a --quick run writes none "
+        "unless this is given)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: rewrite the README table from the results file",
+    )
     args = p.parse_args(argv)
+    readme = args.readme or HERE / "README.md"
+    if args.report_only:
+        report.write_readme(readme, json.loads((args.out / "latest.json").read_text()))
+        return 0
     if args.quick:
         args.runs, args.scale = 1, 0.01
         args.large_bytes = args.large_bytes or 8 << 20
@@ -174,14 +215,22 @@ def main(argv: list[str] | None = None) -> int:
             out["peers"] = report.summarise(versus_peers(args, base))
         if args.only in (None, "own"):
             out["own"] = own.measure(base, quick=args.quick, runs=args.runs)
+        if args.only in (None, "journal"):
+            large = args.large_bytes or int((1 << 30) * args.scale)  # as dataset.build
+            out["journal"] = journal.measure(
+                base, quick=args.quick, runs=args.runs, large_bytes=large
+            )
+        if args.only in (None, "fuse") and shutil.which("fusermount3"):
+            out["fuse"] = fuse.measure(base, quick=args.quick, runs=args.runs)
     finally:
         if args.workdir is None:
             shutil.rmtree(base, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "quick.json" if args.quick else "latest.json"
+    out = merged(args.out / name, out, args.only)
     (args.out / name).write_text(json.dumps(out, indent=2) + "\n")
-    if not args.quick:
-        report.write_readme(args.readme, out)
+    if not args.quick or args.readme is not None:
+        report.write_readme(readme, out)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -44,3 +44,21 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert ft["large_change_added_mb"]["median"] < 4  # only the changed chunks were stored
     assert out["own"]["latency_4k"]["n"] == 20
     assert out["own"]["scale"]["status_rows"] == 1200
+    # on-write: journaled vs plain writes, any-moment restore, 1 MiB made durable
+    j = out["journal"]
+    assert set(j["throughput"]) == {"batch_4k", "batch_1m", "always_4k", "always_1m"}
+    for r in j["throughput"].values():
+        assert r["journaled"]["writes_per_s"]["median"] > 0
+        assert r["plain"]["writes_per_s"]["median"] > 0
+        assert r["ratio"] > 0
+    assert "plain_fdatasync" in j["throughput"]["always_4k"]
+    assert j["restore"]["records"] == 1000
+    assert j["restore"]["replayed"] > 900  # almost the whole journal is replayed
+    assert j["restore"]["api_s"]["median"] > 0 and j["restore"]["library_s"]["median"] > 0
+    assert j["large_change"]["journal_added_mb"]["median"] < 2.1  # the 1 MiB, not the file
+    assert "### on-write (journal)" in (tmp_path / "README.md").read_text()
+    if "fuse" in out:
+        fuse = out["fuse"]
+        # every 4 KiB write made through the interceptor is a journal record
+        assert fuse["interceptor"]["captured_writes"] >= 2000
+        assert "### interceptor (FUSE)" in (tmp_path / "README.md").read_text()

@@ -68,6 +68,7 @@ class Engine:
     async def start(self) -> None:
         await self.pool.start()
         self.healer.start()
+        self.onwrite.open_journals()
         self.watcher.start(asyncio.get_running_loop())
         for row in self.table.all():
             path = row["path"]

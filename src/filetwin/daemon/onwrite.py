@@ -43,6 +43,38 @@ class OnWrite:
         #: entries whose writes came through the API since the last delta capture
         self.api_dirty: set[str] = set()
         self._rows: dict[str, dict[str, Any]] = {}
+        #: open write streams per entry (filetwin.open, the interceptor)
+        self.streams: dict[str, int] = {}
+
+    def open_journals(self) -> None:
+        """Open the journal of every on-write entry (reports torn tails as events).
+
+        Called at start, so a torn tail left by a crash is reported then, not
+        whenever the entry is next written."""
+        for row in self.engine.table.all():
+            if row["backup_mode"] == "on-write":
+                try:
+                    self.journals.open(row["path"], row["sync_mode"])
+                except FiletwinError as e:
+                    log.error("journal of %s: %s", row["path"], e)
+
+    # A write stream's writes reach the file after their records: a delta
+    # capture meanwhile could read a block before such a write lands and journal
+    # its old content after the write's record. So while a stream is open,
+    # captures only refresh the shadow, and its end is followed by one more.
+    def stream_opened(self, path: str) -> None:
+        self.streams[path] = self.streams.get(path, 0) + 1
+
+    def stream_closed(self, path: str) -> None:
+        left = self.streams.get(path, 0) - 1
+        if left > 0:
+            self.streams[path] = left
+            return
+        self.streams.pop(path, None)
+        self.api_dirty.add(path)
+        sup = self.engine.supervisors.get(path)
+        if sup is not None:
+            sup.poke()
 
     def _row(self, path: str) -> dict[str, Any]:
         """The entry's row, checked to be journaling; cached because a busy
@@ -140,8 +172,10 @@ class OnWrite:
         if row["state"] == "missing":
             self.engine.table.set(path, state="watching")
             self.engine.emit(path, "returned", True, f"{path} is back")
-        emit = path not in self.api_dirty
-        self.api_dirty.discard(path)
+        streaming = self.streams.get(path, 0) > 0
+        emit = path not in self.api_dirty and not streaming
+        if not streaming:
+            self.api_dirty.discard(path)
         answer = await self.engine.pool.run(
             {
                 "kind": "diff",
@@ -166,7 +200,9 @@ class OnWrite:
                 "not (silent corruption); not journaled",
             )
             return
-        if not emit:
+        if not emit or path in self.api_dirty or self.streams.get(path, 0) > 0:
+            # Records came through the API while the file was read: they, not a
+            # delta that may hold a block from before their writes, tell the story.
             return
         if answer["new_size"] != answer["old_size"]:
             await self.record(path, "truncate", answer["new_size"], source="watcher")
@@ -274,5 +310,6 @@ class OnWrite:
     def forget(self, path: str) -> None:
         self.forget_policy(path)
         self.journals.close(path)
+        self.streams.pop(path, None)
         self._since_checkpoint.pop(path, None)
         self.api_dirty.discard(path)

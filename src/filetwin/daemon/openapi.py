@@ -23,7 +23,38 @@ _POLICY_PROPS: dict[str, Any] = {
     "retries": {"type": "integer", "minimum": 0, "maximum": 100},
     "timeout": {"type": "number", "exclusiveMinimum": 0},
     "keep": {"type": "integer", "minimum": 1},
+    "sync": {
+        "type": "string",
+        "enum": ["always", "batch"],
+        "description": "on-write durability: always fdatasyncs each record before "
+        "acknowledging it; batch acknowledges once it is in the kernel and makes it "
+        "durable within journal_batch_window_s (default 100 ms)",
+    },
 }
+
+
+def _body(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required:  # OpenAPI 3.0: a required list is never empty
+        schema["required"] = required
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
+
+
+def _seq_answer(op: dict[str, Any]) -> dict[str, Any]:
+    """An on-write record's answer: its sequence number, once durable per the sync mode."""
+    op["responses"]["200"] = {
+        "description": "the record's sequence number, once it is as durable as the "
+        "entry's sync mode promises",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"seq": {"type": "integer"}},
+                }
+            }
+        },
+    }
+    return op
 
 
 def _op(
@@ -141,7 +172,9 @@ OPENAPI: dict[str, Any] = {
                                     "version": {"type": "string"},
                                     "at": {
                                         "type": "string",
-                                        "description": "ISO 8601 or Unix seconds",
+                                        "description": "a time (ISO 8601 or Unix "
+                                        "seconds), seq:N (a journal record) or "
+                                        "mark:NAME",
                                     },
                                     "to": {"type": "string"},
                                 },
@@ -162,6 +195,99 @@ OPENAPI: dict[str, Any] = {
                 ],
             )
         },
+        "/write": {
+            "post": _seq_answer(
+                _op(
+                    "Journal a write of an on-write entry (report-write)",
+                    _body(
+                        ["path", "offset", "data"],
+                        {
+                            "path": {"type": "string"},
+                            "offset": {"type": "integer", "minimum": 0},
+                            "data": {
+                                "type": "string",
+                                "format": "byte",
+                                "description": "the bytes written, base64",
+                            },
+                        },
+                    ),
+                )
+            )
+        },
+        "/truncate": {
+            "post": _seq_answer(
+                _op(
+                    "Journal a truncate of an on-write entry",
+                    _body(
+                        ["path", "length"],
+                        {
+                            "path": {"type": "string"},
+                            "length": {"type": "integer", "minimum": 0},
+                        },
+                    ),
+                )
+            )
+        },
+        "/close": {
+            "post": _seq_answer(
+                _op(
+                    "Journal a close and whether it succeeded (report-close); a good close "
+                    "starts a checkpoint, a failed one is healed on an auto entry",
+                    _body(
+                        ["path"],
+                        {
+                            "path": {"type": "string"},
+                            "ok": {"type": "boolean", "default": True},
+                        },
+                    ),
+                )
+            )
+        },
+        "/mark": {
+            "post": _seq_answer(
+                _op(
+                    "Name the current moment of an on-write entry (restore at mark:NAME)",
+                    _body(
+                        ["path", "name"],
+                        {"path": {"type": "string"}, "name": {"type": "string"}},
+                    ),
+                )
+            )
+        },
+        "/journal": {
+            "get": _op(
+                "An on-write entry's journal: span of records, closes (failed ones "
+                "flagged), marks, torn tail",
+                params=[_query("path", True)],
+            )
+        },
+        "/recover": {
+            "post": _op(
+                "Heal a file now (notify); refused for manual entries",
+                _body(
+                    ["path"],
+                    {
+                        "path": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "trigger": {"type": "string", "enum": ["notify", "auto"]},
+                    },
+                ),
+            )
+        },
+        "/verify": {
+            "post": _op(
+                "Compare live files with their newest state; auto entries are healed",
+                _body([], {"path": {"type": "string"}}),
+            )
+        },
+    },
+    "x-write-stream": {
+        "socket": "STATE_DIR/journal.sock",
+        "description": "Binary write stream for busy writers (see docs/api.md): one JSON "
+        'line {"path": ...} answered by {"ok", "seq", "sync"}; then frames '
+        "<kind u8, offset u64, length u32> + payload (little endian; kinds 1 write, "
+        "2 truncate, 3 close-ok, 4 close-failed, 5 mark), each answered in order by "
+        "<status u8, seq u64>; status 1 is followed by <length u32> and a message.",
     },
     "components": {
         "schemas": {

@@ -79,6 +79,7 @@ async def serve_stream(
         await writer.drain()
         writer.close()
         return
+    engine.onwrite.stream_opened(path)
     try:
         while True:
             try:
@@ -110,6 +111,7 @@ async def serve_stream(
     except (asyncio.IncompleteReadError, ConnectionError):
         return
     finally:
+        engine.onwrite.stream_closed(path)
         writer.close()
 
 
