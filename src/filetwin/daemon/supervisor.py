@@ -64,6 +64,10 @@ class Supervisor:
             if mask & CHANGED:
                 self._closed = True
             elif mask & MODIFIED and not mask & GONE:
+                if self.engine.onwrite.streams.get(self.path):
+                    # A write stream is open: its records are exact, and the
+                    # stream's end nudges one capture; no timer per write.
+                    return
                 # A program that keeps the file open (a database) ends a burst
                 # with a quiet spell rather than a close.
                 if self._quiet is not None:
