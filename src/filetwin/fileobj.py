@@ -98,10 +98,11 @@ class JournaledFile(io.RawIOBase):
         except FiletwinError:
             return False  # not an auto entry, no daemon, or the heal failed: the error stands
         position = 0 if self._raw.closed else self._raw.tell()
+        # Reopen the healed file in the same way, without truncating it again.
+        writes = any(c in self._mode for c in "wx+")
+        reopen = "ab" if self._append else ("r+b" if writes else "rb")
         with contextlib.suppress(OSError):
             self._raw.close()
-        # Reopen the healed file without truncating it again.
-        reopen = "ab" if self._append else ("r+b" if self.writable() else "rb")
         self._raw = io.FileIO(self.name, reopen.replace("b", ""))
         self._raw.seek(position)
         return True

@@ -4,9 +4,9 @@
    entry with a journal: its newest version plus the journal's replay, so no
    acknowledged write is lost; else its newest version), checking the hash;
 2. keep the damaged file: copy it into the state directory's quarantine,
-   block by block, so that unreadable blocks (EIO) become zeros listed in a
-   ``.json`` beside the copy rather than stopping the copy — the damaged file
-   is never simply deleted;
+   block by block, so that unreadable 4 KiB sectors (EIO) become zeros listed
+   in a ``.json`` beside the copy rather than stopping the copy — the damaged
+   file is never simply deleted;
 3. rename the rebuilt file over the target and fsync the directory;
 4. read the target back and compare its hash with the rebuilt one.
 """
@@ -29,6 +29,8 @@ from .repo.moments import rebuild_into, resolve
 from .safeio import FileMeta, open_existing_nofollow, replace_file_with
 
 BLOCK = 64 * 1024
+#: the unit in which unreadable parts of a damaged file are found and listed
+SECTOR = 4096
 JOURNAL_SLACK_S = 2.0
 #: errors that mean "the medium failed", not "you may not" or "it is gone"
 IO_ERRNOS = frozenset(
@@ -41,6 +43,28 @@ IO_ERRNOS = frozenset(
         errno.EUCLEAN if hasattr(errno, "EUCLEAN") else errno.EIO,
     }
 )
+
+
+def _read_around(fd: int, offset: int, n: int, bad: list[list[int]]) -> bytes:
+    """Read ``n`` bytes at ``offset`` a sector at a time; unreadable sectors become
+    zeros and are added to ``bad`` (adjacent ones merged)."""
+    parts = []
+    for start in range(offset, offset + n, SECTOR):
+        length = min(SECTOR, offset + n - start)
+        try:
+            data = os.pread(fd, length, start)
+        except OSError as e:
+            if e.errno not in IO_ERRNOS:
+                raise
+            data = b"\0" * length
+            if bad and bad[-1][0] + bad[-1][1] == start:
+                bad[-1][1] += length
+            else:
+                bad.append([start, length])
+        parts.append(data)
+        if len(data) < length:
+            break  # the end of the file
+    return b"".join(parts)
 
 
 def quarantine(path: str, quarantine_dir: Path) -> dict[str, Any] | None:
@@ -64,8 +88,8 @@ def quarantine(path: str, quarantine_dir: Path) -> dict[str, Any] | None:
                 except OSError as e:
                     if e.errno not in IO_ERRNOS:
                         raise
-                    data = b"\0" * n
-                    bad.append([offset, n])
+                    # Salvage what can be read around the bad sectors.
+                    data = _read_around(fd, offset, n, bad)
                 if not data:
                     break
                 os.pwrite(out, data, offset)

@@ -15,6 +15,7 @@ Built on mfusepy with libfuse3, multithreaded, without the writeback cache
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import logging
@@ -33,6 +34,8 @@ from ..heal import IO_ERRNOS  # noqa: E402
 
 log = logging.getLogger("filetwin.mount")
 ENTRY_CACHE_S = 1.0
+#: fuse_main's status when its loop ended with an error, a signal included
+FUSE_LOOP_ENDED = 8
 STAT_KEYS = (
     "st_atime",
     "st_ctime",
@@ -58,6 +61,22 @@ class Handle:
     stream: WriteStream | None = None
     size_at_open: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: serialises heals of this handle (FUSE threads may meet the same EIO at once)
+    heal_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: descriptors of the damaged file, replaced by a heal; closed at release,
+    #: never before, so that another thread's pread on one cannot hit a reused fd
+    retired: list[int] = field(default_factory=list)
+    #: a flush already told the application (and the journal) that the close failed
+    close_failed: bool = False
+
+
+def _replaced(path: str, fd: int) -> bool:
+    """True if ``path`` is now another file than the one open on ``fd``."""
+    try:
+        now, held = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
 
 
 class Interceptor(mfusepy.Operations):
@@ -130,20 +149,26 @@ class Interceptor(mfusepy.Operations):
             h.stream.close()
             h.stream = None
 
-    def _heal(self, h: Handle, err: OSError) -> bool:
-        """Report ``err``; True if the file was healed (``h.fd`` is then reopened)."""
+    def _heal(self, h: Handle, err: OSError, fd: int) -> bool:
+        """Report ``err``, met on ``fd``; True if the file was healed (``h.fd`` is
+        then the healed file's descriptor: retry the call on it)."""
         if err.errno not in IO_ERRNOS or h.entry is None:
             return False
-        try:
-            self.client.request_recovery(
-                h.real, reason=f"{err.strerror} through the interceptor", trigger="auto"
-            )
-        except FiletwinError as e:
-            log.warning("%s on %s not healed: %s", err.strerror, h.real, e)
-            return False
-        old = h.fd
-        h.fd = os.open(h.real, h.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
-        os.close(old)
+        with h.heal_lock:
+            if h.fd != fd:
+                return True  # another thread healed the file meanwhile
+            if not _replaced(h.real, fd):
+                try:
+                    self.client.request_recovery(
+                        h.real, reason=f"{err.strerror} through the interceptor", trigger="auto"
+                    )
+                except FiletwinError as e:
+                    log.warning("%s on %s not healed: %s", err.strerror, h.real, e)
+                    return False
+            # else: healed since this handle was opened (through another handle);
+            # the damaged file is only this descriptor's, so reopening is enough.
+            h.retired.append(h.fd)
+            h.fd = os.open(h.real, h.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
         return True
 
     def _fault(self, h: Handle, kind: str) -> bool:
@@ -188,10 +213,11 @@ class Interceptor(mfusepy.Operations):
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         h = self._handle(fh)
+        fd = h.fd
         try:
-            return os.pread(h.fd, size, offset)
+            return os.pread(fd, size, offset)
         except OSError as e:
-            if not self._heal(h, e):
+            if not self._heal(h, e, fd):
                 raise
         return os.pread(h.fd, size, offset)
 
@@ -199,10 +225,11 @@ class Interceptor(mfusepy.Operations):
         h = self._handle(fh)
         with h.lock:
             self._journal(h, "write", offset, data, wait=False)
+            fd = h.fd
             try:
-                return os.pwrite(h.fd, data, offset)
+                return os.pwrite(fd, data, offset)
             except OSError as e:
-                if not self._heal(h, e):
+                if not self._heal(h, e, fd):
                     raise
             return os.pwrite(h.fd, data, offset)
 
@@ -229,7 +256,9 @@ class Interceptor(mfusepy.Operations):
             # The failing disk: the writes since the open do not survive.
             os.ftruncate(h.fd, h.size_at_open)
             os.fsync(h.fd)
-            self._journal(h, "close-failed")
+            if not h.close_failed:
+                self._journal(h, "close-failed")
+                h.close_failed = True
             raise mfusepy.FuseOSError(errno.EIO)
         return 0
 
@@ -237,14 +266,17 @@ class Interceptor(mfusepy.Operations):
         with self._lock:
             h = self._handles.pop(fh)
         failed = False
+        for fd in h.retired:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # the damaged file's: its errors are not this close's
         try:
             os.close(h.fd)
         except OSError:
             failed = True
-        if h.stream is not None:
+        if h.stream is not None and not h.close_failed:
             self._journal(h, "close-failed" if failed else "close-ok")
-            if h.stream is not None:
-                h.stream.close()
+        if h.stream is not None:
+            h.stream.close()
         return 0
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
@@ -358,14 +390,22 @@ def mount(
     except DaemonUnavailable:
         log.warning("no daemon answers: I/O passes through, nothing is journaled")
     ops = Interceptor(source, client, faults)
-    mfusepy.FUSE(
-        ops,
-        mountpoint,
-        foreground=foreground,
-        nothreads=False,
-        fsname=f"filetwin:{ops.source}",
-        default_permissions=True,
-        allow_other=True,
-    )
+    try:
+        mfusepy.FUSE(
+            ops,
+            mountpoint,
+            foreground=foreground,
+            nothreads=False,
+            fsname=f"filetwin:{ops.source}",
+            default_permissions=True,
+            allow_other=True,
+        )
+    except RuntimeError as e:
+        # libfuse 3 stores the signal that ended its loop (SIGTERM, SIGINT,
+        # SIGHUP: the ways to unmount) as the session's error, so fuse_main
+        # returns its "loop failed" status for a clean unmount too.
+        if e.args != (FUSE_LOOP_ENDED,):
+            raise
+    log.info("%s unmounted", mountpoint)
     if ops.unjournaled:
         log.warning("%d change(s) could not be journaled", ops.unjournaled)

@@ -96,7 +96,10 @@ class WorkerPool:
                 on_start(worker.pid)
             loop.add_reader(worker.conn.fileno(), readable)
             try:
-                result = await asyncio.wait_for(answer, timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that lands in the same step as the answer.
+                async with asyncio.timeout(timeout):
+                    result = await answer
             except TimeoutError:
                 loop.remove_reader(worker.conn.fileno())
                 pid = worker.pid

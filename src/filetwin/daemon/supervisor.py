@@ -52,9 +52,13 @@ class Supervisor:
         if self._quiet is not None:
             self._quiet.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Cancel until it is done: a cancellation can be lost inside a job.
+            while not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({self._task}, timeout=1.0)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                self._task.result()
             self._task = None
 
     def on_event(self, mask: int) -> None:
@@ -99,7 +103,8 @@ class Supervisor:
                 # no event can tell that it is back, so look now and then; once it
                 # is watched again, take a look at the file.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._dirty.wait(), REWATCH_S)
+                    async with asyncio.timeout(REWATCH_S):
+                        await self._dirty.wait()
                 if self._rewatch():
                     self._dirty.set()
                 if not self._dirty.is_set():
