@@ -9,7 +9,6 @@ reads of that block return EIO (see ../shared/MEASURED.md, "Real I/O errors").
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -17,103 +16,29 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import blake3
 import pytest
 
+from bench.faultfs import Btrfs, NoFaultFS, btrfs_image, unavailable
 from tests.helpers import Daemon, wait_until
 
-IMAGE_SIZE = 256 << 20
-BLOCK = 4096
 #: fast retries and deadlines for the fault tests' daemons
 FAST: dict[str, Any] = {"timeout_floor_s": 10.0, "retry_backoff_s": 0.05}
 
 
-@dataclass
-class Btrfs:
-    mount: Path
-    image: Path
-    device: str
-
-    def corrupt(self, path: Path) -> int:
-        """Flip one byte of a 4 KiB block from the middle of ``path`` in the image.
-
-        Returns the file offset of the damaged block; asserts that reading the
-        file now fails with EIO.
-        """
-        data = path.read_bytes()
-        assert len(data) >= 16 * BLOCK, "small files may be inline in btrfs metadata"
-        offset = (len(data) // 2) // BLOCK * BLOCK
-        block = data[offset : offset + BLOCK]
-        os.sync()
-        fd = os.open(self.image, os.O_RDWR)
-        try:
-            where = _find(fd, block)
-            assert where is not None, f"block at {offset} of {path} not found in the image"
-            byte = os.pread(fd, 1, where + 100)
-            os.pwrite(fd, bytes([byte[0] ^ 0xFF]), where + 100)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        with pytest.raises(OSError) as info:
-            path.read_bytes()
-        assert info.value.errno == errno.EIO, info.value
-        return offset
-
-
-def _find(fd: int, block: bytes) -> int | None:
-    """Offset of ``block`` in the image (read in chunks overlapping by a block)."""
-    step = 16 << 20
-    offset = 0
-    while chunk := os.pread(fd, step + len(block), offset):
-        i = chunk.find(block)
-        if i >= 0:
-            return offset + i
-        offset += step
-    return None
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (loop devices, mount, drop_caches)"
-    if shutil.which("mkfs.btrfs") is None:
-        return "mkfs.btrfs (btrfs-progs) is not installed"
-    if shutil.which("losetup") is None or not Path("/dev/loop-control").exists():
-        return "no loop devices (/dev/loop-control)"
-    return None
-
-
 @pytest.fixture
 def btrfs(tmp_path: Path) -> Iterator[Btrfs]:
-    reason = _skip_reason()
+    reason = unavailable()
     if reason:
         pytest.skip(reason)
-    image = tmp_path / "btrfs.img"
-    with image.open("wb") as f:
-        f.truncate(IMAGE_SIZE)
-    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
-    made = subprocess.run(
-        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"no free loop device: {made.stderr.strip()}")
-    device = made.stdout.strip()
-    mnt = tmp_path / "btrfs"
-    mnt.mkdir()
     try:
-        subprocess.run(["mount", "-t", "btrfs", device, str(mnt)], check=True, capture_output=True)
-        yield Btrfs(mnt, image, device)
-    finally:
-        if os.path.ismount(mnt):
-            done = subprocess.run(["umount", str(mnt)], capture_output=True)
-            if done.returncode != 0:
-                subprocess.run(["umount", "-l", str(mnt)], check=True)
-        subprocess.run(["losetup", "-d", device], check=True)
+        with btrfs_image(tmp_path) as fs:
+            yield fs
+    except NoFaultFS as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture

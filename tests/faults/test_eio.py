@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 import filetwin
+from bench.faultfs import BLOCK, Btrfs
 from tests.faults.conftest import (
-    BLOCK,
     FAST,
-    Btrfs,
     digest,
     event,
     follows,

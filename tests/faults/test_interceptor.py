@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import FAST, Btrfs, event, follows, kinds, protect, quarantined
+from bench.faultfs import Btrfs
+from tests.faults.conftest import FAST, event, follows, kinds, protect, quarantined
 from tests.helpers import Daemon, wait_until
 
 

@@ -100,10 +100,10 @@ class Interceptor(mfusepy.Operations):
     def _real(self, path: str) -> str:
         return os.path.join(self.source, path.lstrip("/"))
 
-    def _entry(self, real: str) -> dict[str, Any] | None:
+    def _entry(self, real: str, fresh: bool = False) -> dict[str, Any] | None:
         now = time.monotonic()
         with self._lock:
-            stale = now - self._entries_at > ENTRY_CACHE_S
+            stale = fresh or now - self._entries_at > ENTRY_CACHE_S
         if stale:
             try:
                 rows = self.client.status()
@@ -152,8 +152,13 @@ class Interceptor(mfusepy.Operations):
     def _heal(self, h: Handle, err: OSError, fd: int) -> bool:
         """Report ``err``, met on ``fd``; True if the file was healed (``h.fd`` is
         then the healed file's descriptor: retry the call on it)."""
-        if err.errno not in IO_ERRNOS or h.entry is None:
+        if err.errno not in IO_ERRNOS:
             return False
+        if h.entry is None:
+            # Protected since the cache was read? Ask now: an error is rare.
+            h.entry = self._entry(h.real, fresh=True)
+            if h.entry is None:
+                return False
         with h.heal_lock:
             if h.fd != fd:
                 return True  # another thread healed the file meanwhile
