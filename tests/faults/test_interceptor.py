@@ -138,3 +138,25 @@ def test_a_write_into_a_bad_block_is_healed_and_retried(
     assert healed is not None and "through the interceptor" in healed["message"]
     [(_copy, note)] = quarantined(daemon)
     assert note["unreadable"] == [[bad, 4096]]
+
+
+def test_io_passes_through_when_the_daemon_is_gone(
+    make_daemon: Callable[..., Daemon], mounted: Callable[..., Path], files: Path
+) -> None:
+    daemon = make_daemon("state", **FAST)
+    f = files / "kept.bin"
+    f.write_bytes(b"before\n")
+    plain = files / "plain.txt"
+    protect(daemon, f, "on-write", "auto")
+    mnt = mounted(daemon, files)
+    with (mnt / f.name).open("ab") as fh:
+        fh.write(b"journaled\n")
+    wait_until(lambda: daemon.client.journal(f)["writes"] >= 1, what="the journaled write")
+    daemon.stop()
+    # No daemon: the application's I/O still goes through, on entries and other files.
+    with (mnt / f.name).open("ab") as fh:
+        fh.write(b"not journaled\n")
+    (mnt / plain.name).write_text("unprotected\n")
+    assert f.read_bytes() == b"before\njournaled\nnot journaled\n"
+    assert plain.read_text() == "unprotected\n"
+    assert (mnt / f.name).read_bytes() == f.read_bytes()
