@@ -112,14 +112,17 @@ def table(out: dict[str, Any]) -> str:
         )
     if "profile_large_change" in own:
         p = own["profile_large_change"]
-        lines.append(
-            f"- profile of the slowest row (on-close backup after a 1 MiB change, "
-            f"{p['bytes'] / 2**20:.0f} MiB file, {p['seconds']:.2f} s):"
-        )
-        lines.append("")
-        lines.append("```")
-        lines.extend(p["top"])
-        lines.append("```")
+        for name, what in (("first", "first backup"), ("change", "backup after a 1 MiB change")):
+            if f"{name}_top" not in p:
+                continue
+            lines.append(
+                f"- profile (pyinstrument) of the on-close {what} of the "
+                f"{p['bytes'] / 2**20:.0f} MiB file, {p[f'{name}_seconds']:.2f} s:"
+            )
+            lines.append("")
+            lines.append("```")
+            lines.extend(p[f"{name}_top"])
+            lines.append("```")
     if out.get("journal"):
         lines.append("")
         meta_j = (out.get("meta_by_section") or {}).get("journal")
