@@ -9,82 +9,29 @@ a disaster must not need the daemon.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table as RichTable
 
-from .client import Client
+from .cli_common import (
+    Context,
+    F,
+    ctx_obj,
+    emit_json,
+    err,
+    handle_errors,
+    json_option,
+    out,
+    state_dir_option,
+)
+from .cli_heal import mount, recover, verify
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError
 from .policy import BACKUP_MODES, RECOVERY_MODES, SYNC_MODES
-
-F = TypeVar("F", bound=Callable[..., Any])
-# Pipes and files get wide tables rather than columns cut to 80 characters.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class Context:
-    def __init__(self, state_dir: str | None = None) -> None:
-        self.state_dir = state_dir
-
-    def config(self) -> Config:
-        return Config.load(state_dir=self.state_dir)
-
-    def client(self) -> Client:
-        return Client(socket_path=self.config().socket_path)
-
-
-def state_dir_option(f: F) -> F:
-    """``--state-dir`` on every command (it may also stand before the command)."""
-
-    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            ctx.ensure_object(Context).state_dir = value
-
-    return click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False),
-        expose_value=False,
-        callback=remember,
-        is_eager=True,
-        envvar="FILETWIN_STATE_DIR",
-        help="State directory (table, socket, repository). Default: ~/.local/state/filetwin, "
-        "or /var/lib/filetwin for root.",
-    )(f)
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def handle_errors(f: F) -> F:
-    """Translate filetwin errors into a message on stderr and the contract's exit code."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except FiletwinError as e:
-            err.print(f"filetwin: error: {e.message}", markup=False)
-            sys.exit(e.exit_code)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def ctx_obj() -> Context:
-    return click.get_current_context().ensure_object(Context)
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
 def policy_options(f: F) -> F:
@@ -539,91 +486,6 @@ def _offline_event(config: Config, path: str, ok: bool, message: str) -> None:
 
 @main.command()
 @state_dir_option
-@click.argument("path", type=click.Path())
-@json_option
-@handle_errors
-def recover(path: str, as_json: bool) -> None:
-    """Ask the daemon to heal a file now (what an application's notify request does).
-
-    The newest good state is rebuilt beside the file, the damaged file is kept
-    in the quarantine, and the rebuilt one takes its place. Refused for an
-    entry whose recovery mode is manual: use `filetwin restore` for those.
-    """
-    result = ctx_obj().client().request_recovery(path, reason="`filetwin recover`")
-    if as_json:
-        emit_json(result)
-        return
-    out.print(f"healed {result['path']} from version {result['version']}", markup=False)
-    if result["quarantined"]:
-        out.print(f"the damaged copy is kept in {result['quarantined']}", markup=False)
-
-
-@main.command()
-@state_dir_option
-@click.argument("path", required=False, type=click.Path())
-@json_option
-@handle_errors
-def verify(path: str | None, as_json: bool) -> None:
-    """Compare live files with their last version and report corruption.
-
-    A file whose size and mtime are those of its last version but whose
-    content differs is silently corrupted; so is one that cannot be read.
-    Entries with recovery mode auto are healed; the others are only reported.
-    Exit 1 if corruption remains.
-    """
-    reports = ctx_obj().client().verify(path)
-    if as_json:
-        emit_json(reports)
-    else:
-        for r in reports:
-            healed = " — healed" if r.get("healed") else ""
-            out.print(f"{r['status']:<8} {r['path']}: {r['detail']}{healed}", markup=False)
-    if any(r["status"] in ("corrupt", "error") and not r.get("healed") for r in reports):
-        sys.exit(1)
-
-
-@main.command()
-@state_dir_option
-@click.argument("source", type=click.Path(file_okay=False))
-@click.argument("mountpoint", type=click.Path(file_okay=False))
-@click.option(
-    "--fault",
-    "faults",
-    multiple=True,
-    metavar="close:GLOB",
-    help="For tests: closes of files matching GLOB fail with EIO and lose the "
-    "writes since their open, as a failing disk would.",
-)
-@handle_errors
-def mount(source: str, mountpoint: str, faults: tuple[str, ...]) -> None:
-    """Serve SOURCE at MOUNTPOINT through the interceptor, in the foreground.
-
-    I/O made through MOUNTPOINT on protected files (entries name the real
-    file under SOURCE) is seen exactly: on-write entries have every write
-    journaled before it reaches SOURCE, every close is recorded, and an I/O
-    error on an auto entry is healed and the read or write retried, so the
-    application gets correct data. Other files pass straight through.
-    SIGTERM or `fusermount3 -u MOUNTPOINT` unmounts it.
-    """
-    import logging
-
-    from .capture.interceptor import mount as run_mount
-
-    for fault in faults:
-        if not fault.startswith("close:"):
-            raise UsageError(f"unknown fault {fault!r}; the only kind is close:GLOB")
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s filetwin-mount %(levelname)s %(message)s",
-    )
-    client = ctx_obj().client()
-    client.timeout = 300
-    run_mount(os.path.abspath(source), os.path.abspath(mountpoint), client, list(faults))
-
-
-@main.command()
-@state_dir_option
 @click.option("--read-data", is_flag=True, help="Also read every chunk and check its hash.")
 @json_option
 @handle_errors
@@ -701,3 +563,7 @@ def _events_offline(path: str | None, limit: int | None) -> list[dict[str, Any]]
         ]
     finally:
         table.close()
+
+
+for _command in (recover, verify, mount):
+    main.add_command(_command)

@@ -1,0 +1,78 @@
+"""What every `filetwin` command shares: the state directory option, JSON
+output, and the translation of filetwin errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from .client import Client
+from .config import Config
+from .errors import FiletwinError
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Pipes and files get wide tables rather than columns cut to 80 characters.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Context:
+    def __init__(self, state_dir: str | None = None) -> None:
+        self.state_dir = state_dir
+
+    def config(self) -> Config:
+        return Config.load(state_dir=self.state_dir)
+
+    def client(self) -> Client:
+        return Client(socket_path=self.config().socket_path)
+
+
+def state_dir_option(f: F) -> F:
+    """``--state-dir`` on every command (it may also stand before the command)."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(Context).state_dir = value
+
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        expose_value=False,
+        callback=remember,
+        is_eager=True,
+        envvar="FILETWIN_STATE_DIR",
+        help="State directory (table, socket, repository). Default: ~/.local/state/filetwin, "
+        "or /var/lib/filetwin for root.",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def handle_errors(f: F) -> F:
+    """Translate filetwin errors into a message on stderr and the contract's exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except FiletwinError as e:
+            err.print(f"filetwin: error: {e.message}", markup=False)
+            sys.exit(e.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def ctx_obj() -> Context:
+    return click.get_current_context().ensure_object(Context)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
