@@ -129,10 +129,10 @@ class Engine:
 
         Also recounts the entry's versions: an offline restore may have added one.
         """
-        versions = await asyncio.to_thread(self.repo.versions, path)
-        latest = versions[-1] if versions else None
+        names = await asyncio.to_thread(self.repo.version_names, path)
+        latest = await asyncio.to_thread(self.repo.latest, path) if names else None
         if self.table.get(path) is not None:
-            self.table.set(path, versions=len(versions))
+            self.table.set(path, versions=len(names))
         try:
             st = os.stat(path)
         except OSError:
@@ -279,7 +279,7 @@ class Engine:
             for path in resolved:
                 self.table.add(path, policy, self.config.repository_location)
         for path in resolved:
-            existing = await asyncio.to_thread(self.repo.versions, path)
+            existing = await asyncio.to_thread(self.repo.version_names, path)
             self.table.set(path, versions=len(existing))
             self.emit(
                 path,
@@ -520,7 +520,8 @@ class Engine:
         """Apply the entry's retention and recount its versions."""
         removed = await asyncio.to_thread(self.repo.apply_retention, path, keep)
         if removed:
-            count = len(await asyncio.to_thread(self.repo.versions, path))
+            # Names only: listing is cheap, loading every manifest is not.
+            count = len(await asyncio.to_thread(self.repo.version_names, path))
             if self.table.get(path) is not None:
                 self.table.set(path, versions=count)
             self._schedule_gc()
@@ -571,7 +572,7 @@ class Engine:
         result: dict[str, Any] = answer["result"]
         if result["kept_version"] and self.table.get(path) is not None:
             # The worker stored the replaced content as a version: count it.
-            count = len(await asyncio.to_thread(self.repo.versions, path))
+            count = len(await asyncio.to_thread(self.repo.version_names, path))
             self.table.set(path, versions=count)
             await self._retain(path, self.table.require(path)["keep"])
         kept = (

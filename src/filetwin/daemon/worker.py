@@ -110,8 +110,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def _suspect(repo: Repository, manifest: Manifest) -> bool:
     """New content under the size and mtime of the previous version: no program
     saving a file leaves its mtime as it was, so this is corruption, not an edit."""
-    versions = repo.versions(manifest.path)
-    prev = versions[-1] if versions else None
+    prev = repo.latest(manifest.path)
     return (
         prev is not None
         and prev.hash != manifest.hash

@@ -321,6 +321,10 @@ class Repository:
                 out.append(m)
         return out
 
+    def version_names(self, path: str) -> list[str]:
+        """The object names of the versions of ``path``, oldest first (nothing loaded)."""
+        return self._names(path)
+
     def latest(self, path: str) -> Manifest | None:
         """The newest version of ``path``, or None."""
         for name in reversed(self._names(path)):
