@@ -75,4 +75,5 @@ def ctx_obj() -> Context:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    """Indented for a person at a terminal; compact for scripts (100k entries)."""
+    click.echo(json.dumps(data, indent=2 if sys.stdout.isatty() else None))

@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -96,6 +97,7 @@ def field(
 class Api:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._status_pool = ThreadPoolExecutor(1, thread_name_prefix="status")
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[guard], client_max_size=64 << 20)
@@ -135,7 +137,9 @@ class Api:
     async def status(self, request: web.Request) -> web.Response:
         raw = request.query.get("path")
         if raw is None:
-            text = await asyncio.to_thread(self.engine.table.status_json)
+            # Its own thread: the shared pool may be busy with the engine's work.
+            loop = asyncio.get_running_loop()
+            text = await loop.run_in_executor(self._status_pool, self.engine.table.status_json)
             return web.Response(text=text, content_type="application/json")
         return web.json_response(self.engine.status(self._path(raw)))
 

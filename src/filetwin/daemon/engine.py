@@ -70,6 +70,7 @@ class Engine:
         self.healer.start()
         self.onwrite.open_journals()
         self.watcher.start(asyncio.get_running_loop())
+        catch_up: list[str] = []
         for row in self.table.all():
             path = row["path"]
             interrupted = row["job_kind"] is not None or row["last_result"] == "interrupted"
@@ -96,7 +97,16 @@ class Engine:
                 if interrupted:
                     self.supervisors[path].poke()
                 else:
-                    asyncio.create_task(self._catch_up(path))
+                    catch_up.append(path)
+        if catch_up:
+            # One task, one entry at a time: thousands of entries must not flood
+            # the thread pool that API requests also use.
+            self._start_task(self._catch_up_all(catch_up))
+
+    async def _catch_up_all(self, paths: list[str]) -> None:
+        for path in paths:
+            if path in self.supervisors:
+                await self._catch_up(path)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Let running jobs finish for ``grace_s``; record the rest as interrupted."""
@@ -147,6 +157,12 @@ class Engine:
         if row["recovery_mode"] == "auto":
             self.schedule_heal(path, detail)
 
+    def _start_task(self, coro: Any) -> None:
+        """A background task kept from the garbage collector until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
+
     def schedule_heal(self, path: str, reason: str) -> None:
         """Heal an auto entry soon, outside whatever lock the caller holds."""
 
@@ -154,9 +170,7 @@ class Engine:
             with contextlib.suppress(FiletwinError):
                 await self.healer.request(path, reason, "auto")
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._hooks.add(task)
-        task.add_done_callback(self._hooks.discard)
+        self._start_task(run())
 
     # events ------------------------------------------------------------
     def emit(self, path: str | None, kind: str, ok: bool, message: str) -> None:
@@ -166,9 +180,7 @@ class Engine:
         for waiter in self._event_waiters:
             waiter.set()
         if self.config.on_event:
-            task = asyncio.get_running_loop().create_task(run_hook(self.config.on_event, event))
-            self._hooks.add(task)
-            task.add_done_callback(self._hooks.discard)
+            self._start_task(run_hook(self.config.on_event, event))
 
     async def wait_events(self, after_id: int, path: str | None) -> list[dict[str, Any]]:
         """Events after ``after_id``, waiting until there is at least one."""
@@ -534,9 +546,7 @@ class Engine:
 
             def fire() -> None:
                 self._gc_timer = None
-                task = loop.create_task(self._gc())
-                self._hooks.add(task)
-                task.add_done_callback(self._hooks.discard)
+                self._start_task(self._gc())
 
             self._gc_timer = loop.call_later(self.config.gc_delay_s, fire)
 
