@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .config import Config
-from .errors import ERROR_TYPES, DaemonUnavailable, FiletwinError
+from .errors import DaemonUnavailable, FiletwinError, error_from
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -92,8 +92,7 @@ class Client:
             ) from e
         if response.status >= 400:
             err = data if isinstance(data, dict) else {}
-            cls = ERROR_TYPES.get(str(err.get("type")), FiletwinError)
-            raise cls(str(err.get("error", f"HTTP {response.status}")))
+            raise error_from(err.get("type"), str(err.get("error", f"HTTP {response.status}")))
         return data
 
     def _get(self, url: str, **query: Any) -> Any:
@@ -293,8 +292,9 @@ class WriteStream:
         hello = json.loads(self._file.readline() or b"{}")
         if not hello.get("ok"):
             self.close()
-            cls = ERROR_TYPES.get(str(hello.get("type")), FiletwinError)
-            raise cls(str(hello.get("error", "the daemon refused the write stream")))
+            raise error_from(
+                hello.get("type"), str(hello.get("error", "the daemon refused the write stream"))
+            )
         self.sync_mode: str = hello["sync"]
         self.last_seq: int = hello["seq"]
         self.outstanding = 0

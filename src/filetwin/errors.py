@@ -119,3 +119,8 @@ ERROR_TYPES: dict[str, type[FiletwinError]] = {
         RestoreError,
     )
 }
+
+
+def error_from(type_name: object, message: str) -> FiletwinError:
+    """The exception an error answer (from a worker or the daemon) names."""
+    return ERROR_TYPES.get(str(type_name), FiletwinError)(message)

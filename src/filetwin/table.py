@@ -209,6 +209,14 @@ class Table:
             f"UPDATE entries SET {assignments} WHERE path = ?", (*fields.values(), path)
         )
 
+    def start_job(self, path: str, kind: str) -> None:
+        """Show a job of ``kind`` running on the entry (its worker pid comes later)."""
+        self.set(path, job_kind=kind, job_started_at=self.clock(), worker_pid=None)
+
+    def end_job(self, path: str, **result: Any) -> None:
+        """Clear the running job; ``result`` sets last_result, last_error, ..."""
+        self.set(path, job_kind=None, worker_pid=None, job_started_at=None, **result)
+
     def delete(self, path: str) -> None:
         self.db.execute("DELETE FROM entries WHERE path = ?", (path,))
 

@@ -20,11 +20,11 @@ from ..backends import open_backend
 from ..capture.watcher import Watcher
 from ..config import Config
 from ..errors import (
-    ERROR_TYPES,
     FiletwinError,
     JobFailed,
     JobTimeout,
     NotFound,
+    error_from,
 )
 from ..heal import IO_ERRNOS
 from ..policy import Policy, scaled_timeout
@@ -82,11 +82,8 @@ class Engine:
                     f"a {row['job_kind'] or 'backup'} job of {path} was interrupted "
                     "by the daemon stopping; running it again",
                 )
-                self.table.set(
+                self.table.end_job(
                     path,
-                    job_kind=None,
-                    worker_pid=None,
-                    job_started_at=None,
                     last_result=None if row["last_result"] == "interrupted" else row["last_result"],
                 )
             if row["pending_change"] != "none":
@@ -120,11 +117,8 @@ class Engine:
             await sup.stop()
             row = self.table.get(path)
             if row is not None and row["job_kind"] is not None:
-                self.table.set(
+                self.table.end_job(
                     path,
-                    job_kind=None,
-                    worker_pid=None,
-                    job_started_at=None,
                     last_result="interrupted",
                     last_error="the daemon stopped while the job ran",
                 )
@@ -405,7 +399,7 @@ class Engine:
                     self.onwrite.last_seq(path) if row["backup_mode"] == "on-write" else 0
                 ),
             }
-            self.table.set(path, job_kind="backup", job_started_at=self.clock(), worker_pid=None)
+            self.table.start_job(path, "backup")
             error: FiletwinError
             async with self.gate.shared():
                 try:
@@ -425,16 +419,12 @@ class Engine:
                             # The file changed while it was read: what was read may be
                             # torn. A newer close is queued; an explicit request reads again.
                             unstable += 1
-                            self.table.set(
-                                path, job_kind=None, worker_pid=None, job_started_at=None
-                            )
+                            self.table.end_job(path)
                             if not explicit:
                                 return None
                             continue
                         if answer.get("suspect") and cause in ("close", "manual"):
-                            self.table.set(
-                                path, job_kind=None, worker_pid=None, job_started_at=None
-                            )
+                            self.table.end_job(path)
                             self._corrupt(
                                 path,
                                 row,
@@ -452,17 +442,10 @@ class Engine:
                         await self._after_commit(path, manifest, row)
                         return manifest
                     result = "failed"
-                    error = ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
+                    error = error_from(answer.get("type"), answer["error"])
                     if answer.get("errno") in IO_ERRNOS:
                         # A read error: the damaged content is never stored as a version.
-                        self.table.set(
-                            path,
-                            job_kind=None,
-                            worker_pid=None,
-                            job_started_at=None,
-                            last_result="failed",
-                            last_error=str(error),
-                        )
+                        self.table.end_job(path, last_result="failed", last_error=str(error))
                         self.emit(
                             path,
                             "read-error",
@@ -474,14 +457,7 @@ class Engine:
                         if explicit:
                             raise error
                         return None
-            self.table.set(
-                path,
-                job_kind=None,
-                worker_pid=None,
-                job_started_at=None,
-                last_result=result,
-                last_error=str(error),
-            )
+            self.table.end_job(path, last_result=result, last_error=str(error))
             if attempt < policy.retries and not self._stopping:
                 attempt += 1
                 self.emit(
@@ -505,11 +481,8 @@ class Engine:
 
     async def _after_commit(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
         current = self.table.get(path)
-        self.table.set(
+        self.table.end_job(
             path,
-            job_kind=None,
-            worker_pid=None,
-            job_started_at=None,
             last_result="ok",
             last_error=None,
             last_version=manifest.id,
@@ -576,7 +549,7 @@ class Engine:
         async with self.gate.shared():
             answer = await self.pool.run(job, timeout=3600)
         if not answer["ok"]:
-            err = ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
+            err = error_from(answer.get("type"), answer["error"])
             self.emit(path, "restore", False, f"restore of {path} failed: {err}")
             raise err
         result: dict[str, Any] = answer["result"]

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ERROR_TYPES, Conflict, FiletwinError, JobFailed, JobTimeout
+from ..errors import Conflict, FiletwinError, JobFailed, JobTimeout, error_from
 from ..policy import scaled_timeout
 from ..table import Table
 
@@ -92,9 +92,7 @@ class Healer:
                 await engine.onwrite.journals.sync(path)
             attempt = 0
             while True:
-                engine.table.set(
-                    path, job_kind="recovery", job_started_at=engine.clock(), worker_pid=None
-                )
+                engine.table.start_job(path, "recovery")
                 timeout = scaled_timeout(
                     policy.timeout_s,
                     row["size"] or 0,
@@ -114,14 +112,7 @@ class Healer:
                 result = "timeout" if answer.get("type") == "JobTimeout" else "failed"
                 if answer["ok"]:
                     healed: dict[str, Any] = answer["result"]
-                    engine.table.set(
-                        path,
-                        job_kind=None,
-                        worker_pid=None,
-                        job_started_at=None,
-                        last_result="ok",
-                        last_error=None,
-                    )
+                    engine.table.end_job(path, last_result="ok", last_error=None)
                     # The rename that healed the file is not a change to journal.
                     engine.onwrite.api_dirty.add(path)
                     where = (
@@ -144,15 +135,8 @@ class Healer:
                         f"{journal}{where}{bad}",
                     )
                     return healed
-                error = ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
-                engine.table.set(
-                    path,
-                    job_kind=None,
-                    worker_pid=None,
-                    job_started_at=None,
-                    last_result=result,
-                    last_error=str(error),
-                )
+                error = error_from(answer.get("type"), answer["error"])
+                engine.table.end_job(path, last_result=result, last_error=str(error))
                 if attempt < policy.retries:
                     attempt += 1
                     engine.emit(
@@ -185,7 +169,7 @@ class Healer:
             ),
         )
         if not answer["ok"]:
-            raise ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
+            raise error_from(answer.get("type"), answer["error"])
         report: dict[str, Any] = answer["result"]
         report["recovery_mode"] = row["recovery_mode"]
         report["healed"] = False

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ERROR_TYPES, FiletwinError, JobFailed, UsageError
+from ..errors import FiletwinError, JobFailed, UsageError, error_from
 from ..repo.journal import drop_segments_before
 from ..repo.moments import JOURNAL_BASES
 from ..repo.repository import Manifest, entry_key
@@ -258,9 +258,7 @@ class OnWrite:
             await self.journals.sync(path)
             self.journals.rotate(path)
             self._since_checkpoint[path] = (0, 0)
-            engine.table.set(
-                path, job_kind="checkpoint", job_started_at=engine.clock(), worker_pid=None
-            )
+            engine.table.start_job(path, "checkpoint")
             job = {
                 "kind": "checkpoint",
                 "path": path,
@@ -281,15 +279,8 @@ class OnWrite:
                 except JobFailed as e:
                     answer = {"ok": False, "error": str(e), "type": type(e).__name__}
                 if not answer["ok"]:
-                    err = ERROR_TYPES.get(answer.get("type", ""), FiletwinError)(answer["error"])
-                    engine.table.set(
-                        path,
-                        job_kind=None,
-                        worker_pid=None,
-                        job_started_at=None,
-                        last_result="failed",
-                        last_error=str(err),
-                    )
+                    err = error_from(answer.get("type"), answer["error"])
+                    engine.table.end_job(path, last_result="failed", last_error=str(err))
                     engine.emit(
                         path, "checkpoint-failed", False, f"checkpoint of {path} failed: {err}"
                     )
