@@ -187,3 +187,32 @@ def test_open_existing_nofollow(tmp_path: Path) -> None:
     (tmp_path / "ldir").symlink_to(tmp_path / "dir")
     with pytest.raises(UnsafePath, match="ldir is a symbolic link"):
         open_existing_nofollow(str(tmp_path / "ldir" / "x"))
+
+
+def test_open_protected(tmp_path: Path) -> None:
+    from filetwin.safeio import open_protected
+
+    (tmp_path / "d").mkdir()
+    regular = tmp_path / "d" / "f.txt"
+    regular.write_bytes(b"content")
+    fd = open_protected(str(regular))
+    try:
+        assert os.read(fd, 100) == b"content"
+        assert os.get_blocking(fd)
+    finally:
+        os.close(fd)
+    (tmp_path / "link").symlink_to(regular)
+    (tmp_path / "ldir").symlink_to(tmp_path / "d")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        open_protected(str(tmp_path / "link"))
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        open_protected(str(tmp_path / "ldir" / "f.txt"))
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        open_protected(str(tmp_path / "fifo"))
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        open_protected(str(tmp_path / "d"))
+    with pytest.raises(FileNotFoundError):
+        open_protected(str(tmp_path / "d" / "absent"))
+    with pytest.raises(FileNotFoundError):
+        open_protected(str(tmp_path / "nodir" / "absent"))

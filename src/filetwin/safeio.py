@@ -63,6 +63,52 @@ def open_dir_nofollow(directory: str) -> int:
     return fd
 
 
+def open_protected(path: str) -> int:
+    """Open the protected file ``path`` for reading without following any symlink.
+
+    Every directory of ``path`` is walked from ``/`` with O_NOFOLLOW directory
+    fds and the name is opened O_NOFOLLOW relative to its parent's fd, so a
+    symlink planted at the name or in any parent is never read through, also
+    as root. Returns a read-only, close-on-exec fd of a regular file (blocking
+    mode); the caller closes it.
+
+    Raises UnsafePath when a symlink (or ``..``) is at the name or in a parent,
+    or when the name is not a regular file (a FIFO, device, socket, directory);
+    FileNotFoundError when the file or one of its directories does not exist.
+    Other OSErrors (EACCES, EIO) are raised as they are.
+    """
+    directory, name = os.path.split(path)
+    if not name or name in (".", ".."):
+        raise UnsafePath(f"{path} does not name a file")
+    try:
+        dfd = open_dir_nofollow(directory)
+    except UnsafePath as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            raise FileNotFoundError(errno.ENOENT, f"directory of {path} does not exist") from e
+        raise
+    try:
+        try:
+            # O_NONBLOCK: opening a FIFO must not hang waiting for a writer.
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd
+            )
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafePath(f"{path} is a symbolic link; refusing to follow it") from e
+            raise
+    finally:
+        os.close(dfd)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafePath(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @dataclass(frozen=True)
 class FileMeta:
     mode: int
