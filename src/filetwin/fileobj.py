@@ -55,7 +55,6 @@ class JournaledFile(io.RawIOBase):
         super().__init__()
         self.name = path
         self._mode = mode
-        self._raw = io.FileIO(path, mode.replace("b", "").replace("t", ""))
         self._append = "a" in mode
         self._client = client
         self._journaled = journaled
@@ -63,6 +62,13 @@ class JournaledFile(io.RawIOBase):
         self._on_unjournaled = on_unjournaled
         self._warned = False
         self._pending_error: NotJournaled | None = None
+        if "w" in mode:
+            # Opening truncates the file: that is a change like any write, and
+            # it is journaled before it happens (else the journal would replay
+            # the new bytes over the old tail, content that never existed).
+            # "x" creates an empty file, "a" and "r+" change nothing at open.
+            self._journal("truncate", 0)
+        self._raw = io.FileIO(path, mode.replace("b", "").replace("t", ""))
 
     # what is journaled -------------------------------------------------
     def _journal(self, kind: str, offset: int = 0, payload: bytes = b"") -> None:

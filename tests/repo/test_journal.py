@@ -403,20 +403,50 @@ def test_reopen_after_torn_first_record_and_header(tmp_path: Path) -> None:
     assert [r.data for r in replay.records] == [b"newer"] and replay.torn is None
 
 
-def test_reopen_after_mid_journal_corruption_sets_later_segments_aside(tmp_path: Path) -> None:
+def test_reopen_after_mid_journal_corruption_keeps_later_segments_behind_a_gap(
+    tmp_path: Path,
+) -> None:
     d = tmp_path / "j"
     original = write_journal(d, payloads(9), rotate_every=3)
     segs = list_segments(d)
     raw = bytearray(segs[1].read_bytes())
     raw[HEADER_SIZE + RECORD_OVERHEAD + len(payloads(9)[3]) + 10] ^= 1  # damage record 5
     segs[1].write_bytes(raw)
+    # Records 7..9 are whole: the writer never gives their seqs (nor 5, 6) to new records.
     with JournalWriter(d) as w:
-        assert w.append_write(0, b"z") == 5
-    replay = read_journal(d)
-    assert replay.records[:4] == original[:4] and replay.records[4].data == b"z"
-    assert replay.torn is None
-    assert not segs[2].exists()
-    assert any(n.startswith(segs[2].name + ".aside-") for n in os.listdir(d))
+        assert w.append_write(0, b"z") == 10
+    strict = read_journal(d)
+    assert strict.records == original[:4] and strict.torn is not None
+    replay = read_journal(d, allow_gaps=True)
+    assert replay.records[:4] == original[:4] and replay.records[4:7] == original[6:]
+    assert replay.records[7].seq == 10 and replay.records[7].data == b"z"
+    assert replay.gaps == [(5, 6)] and replay.torn is None
+    assert segs[2].exists()
+
+
+def test_reopen_never_reuses_seqs_a_version_covers(tmp_path: Path) -> None:
+    d = tmp_path / "j"
+    write_journal(d, payloads(4))
+    with JournalWriter(d, floor_seq=30) as w:
+        assert w.skipped_at_open == (5, 30)
+        assert w.append_write(0, b"n") == 31
+    replay = read_journal(d, allow_gaps=True)
+    assert [r.seq for r in replay.records] == [1, 2, 3, 4, 31] and replay.gaps == [(5, 30)]
+    assert [r.seq for r in read_journal(d, start_seq=31).records] == [31]
+    with JournalWriter(d, floor_seq=30) as w:  # the gap is kept, not set aside
+        assert w.skipped_at_open is None and w.append_write(0, b"m") == 32
+
+
+def test_append_many_is_one_batch(tmp_path: Path) -> None:
+    d = tmp_path / "j"
+    with JournalWriter(d, sync="always") as w:
+        assert w.append_many([("truncate", 5, b""), ("write", 0, b"ab"), ("close-ok", 0, b"")]) == [
+            1,
+            2,
+            3,
+        ]
+        assert w.durable_seq == 3
+    assert [r.kind for r in read_journal(d).records] == ["truncate", "write", "close-ok"]
 
 
 def test_segments_needed_and_drop(tmp_path: Path) -> None:

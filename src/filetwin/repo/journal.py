@@ -19,6 +19,12 @@ wrong and never guesses past it.  The one way forward is a later segment whose
 (checksummed) header starts exactly at the next expected seq: only a writer that
 read the same journal and resumed after its last valid record makes one, so no
 seq is skipped; the tail left behind is reported in ``abandoned``.
+
+A gap is the other way forward, taken only when asked (``allow_gaps``): a valid
+segment that starts *after* the next expected seq.  A writer makes one when the
+records it found end before what a checkpoint already covers (a damaged
+journal): it never reuses a seq a version stands for.  The seqs skipped are
+listed in ``gaps``; replay never crosses one (see moments.resolve).
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ class JournalReplay:
     torn: TornTail | None  # None: the journal ended cleanly
     abandoned: list[TornTail] = field(default_factory=list)  # tails a writer resumed after
     next_seq: int | None = None  # seq the next record must carry (None: no valid segment)
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) seqs missing
 
 
 def _checksum(salt: bytes, head: bytes, payload: bytes) -> bytes:
@@ -156,14 +163,20 @@ class JournalScan:
     ``start_seq`` > 0 and the oldest segment starts after it, reading stops (bad sequence).
     Raises RepositoryError only when a segment cannot be opened or read (I/O error).  A
     record being appended while a journal is read shows up as a torn tail (short read).
+
+    With ``allow_gaps``, a valid segment starting after the next expected seq is read
+    on, the seqs skipped listed in ``gaps`` (and a torn tail before it in ``abandoned``);
+    without, reading stops there (bad sequence), so a replay never crosses a gap.
     """
 
-    def __init__(self, directory: Path, start_seq: int = 0) -> None:
+    def __init__(self, directory: Path, start_seq: int = 0, allow_gaps: bool = False) -> None:
         self.directory = Path(directory)
         self.start_seq = start_seq
+        self.allow_gaps = allow_gaps
         self.torn: TornTail | None = None
         self.abandoned: list[TornTail] = []
         self.next_seq: int | None = None
+        self.gaps: list[tuple[int, int]] = []
 
     def __iter__(self) -> Iterator[Record]:
         pending: TornTail | None = None  # a segment's bad tail; forgiven only by a resume
@@ -172,8 +185,21 @@ class JournalScan:
                 with open(path, "rb") as f:
                     size = os.fstat(f.fileno()).st_size
                     hdr = _parse_header(f.read(HEADER_SIZE))
+                    expected = self.next_seq if self.next_seq is not None else self.start_seq
                     if isinstance(hdr, str):
                         stop: TornTail | None = TornTail(path, 0, hdr)
+                    elif (
+                        self.allow_gaps
+                        and hdr[1] == int(path.name[:20])
+                        and expected > 0
+                        and hdr[1] > expected
+                    ):
+                        self.gaps.append((expected, hdr[1] - 1))
+                        if pending is not None:
+                            self.abandoned.append(pending)
+                        self.next_seq = hdr[1]
+                        pending = yield from self._records(f, path, size, hdr[0])
+                        continue
                     elif hdr[1] != int(path.name[:20]) or (
                         hdr[1] != self.next_seq
                         if self.next_seq is not None
@@ -234,16 +260,16 @@ class JournalScan:
         return out
 
 
-def iter_records(directory: Path, start_seq: int = 0) -> JournalScan:
+def iter_records(directory: Path, start_seq: int = 0, allow_gaps: bool = False) -> JournalScan:
     """Stream the valid records of a journal (see JournalScan); payloads are not kept."""
-    return JournalScan(directory, start_seq)
+    return JournalScan(directory, start_seq, allow_gaps)
 
 
-def read_journal(directory: Path, start_seq: int = 0) -> JournalReplay:
+def read_journal(directory: Path, start_seq: int = 0, allow_gaps: bool = False) -> JournalReplay:
     """All valid records with seq >= ``start_seq``, in order, and where/why reading stopped."""
-    scan = JournalScan(directory, start_seq)
+    scan = JournalScan(directory, start_seq, allow_gaps)
     records = list(scan)
-    return JournalReplay(records, scan.torn, scan.abandoned, scan.next_seq)
+    return JournalReplay(records, scan.torn, scan.abandoned, scan.next_seq, scan.gaps)
 
 
 def _upto(records: Iterable[Record], upto_seq: int | None) -> Iterator[Record]:
@@ -310,10 +336,15 @@ class JournalWriter:
     acknowledges a write only once ``durable_seq >= seq``, or knowingly accepts the window.
 
     A failed write or fdatasync raises RepositoryError and the writer refuses every later
-    append: it is never retried into a success.  Reopen the journal to go on.
+    append: it is never retried into a success.  Reopen the journal to go on.  With
+    ``sync="always"`` no record after ``durable_seq`` was acknowledged, so a failure cuts
+    the segment back to the last durable record: a record the caller was told failed is
+    never replayed.  With ``"batch"`` the records since the last sync were acknowledged
+    (they reached the kernel) and stay; they are just not known to be durable.
 
-    Opening reads the whole journal and starts a fresh segment right after its last valid
-    record.  Files are never rewritten: a torn tail stays where it is (reported later as
+    Opening reads the whole journal (across gaps) and starts a fresh segment right after
+    its last valid record, or after ``floor_seq`` if that is later: ``floor_seq`` is the
+    last seq a version already stands for, and a seq is never given to two records.  Files are never rewritten: a torn tail stays where it is (reported later as
     ``abandoned``), and segments after a corruption mid-journal, which can no longer be
     replayed, are renamed aside to ``<name>.aside-<ns>``.
     """
@@ -325,6 +356,7 @@ class JournalWriter:
         batch_window_s: float = 0.1,
         clock: Callable[[], float] = time.time,
         max_segment_bytes: int = 64 << 20,
+        floor_seq: int = 0,
     ) -> None:
         if sync not in ("always", "batch"):
             raise UsageError(f"journal sync must be 'always' or 'batch', not {sync!r}")
@@ -349,13 +381,18 @@ class JournalWriter:
                     os.unlink(self.directory / n)
         except OSError as e:
             raise os_error(f"cannot open journal {self.directory}", e) from e
-        scan = JournalScan(self.directory)
+        scan = JournalScan(self.directory, allow_gaps=True)
         for _ in scan:
             pass
         #: where the journal found at open was torn (None: it ended cleanly)
         self.torn_at_open: TornTail | None = scan.torn
         segs = list_segments(self.directory)
-        first = scan.next_seq or (int(segs[0].name[:20]) if segs else 1)
+        found = scan.next_seq or (int(segs[0].name[:20]) if segs else 1)
+        first = max(found, floor_seq + 1)
+        #: seqs skipped at open because a version already covers them ((first, last) or None)
+        self.skipped_at_open: tuple[int, int] | None = (
+            (found, first - 1) if first > found else None
+        )
         # A torn segment that gave records stays; one that gave none, and all after it, go aside.
         i = len(segs) if scan.torn is None else segs.index(scan.torn.segment)
         i += scan.torn is not None and scan.torn.offset > HEADER_SIZE
@@ -374,6 +411,7 @@ class JournalWriter:
             fsync_dir(self.directory)
         self._next = self._seg_first = first
         self._durable = first - 1
+        self._durable_pos = HEADER_SIZE
         try:
             self._new_segment()
         except RepositoryError:
@@ -419,6 +457,40 @@ class JournalWriter:
         """Record the file closed, successfully (``ok``) or with an error; returns the seq."""
         return self._append("close-ok" if ok else "close-failed", 0)
 
+    def append_many(self, records: Iterable[tuple[str, int, bytes]]) -> list[int]:
+        """Append (kind, offset, payload) records as one batch; return their seqs.
+
+        No other append comes between them (one lock hold, one sync in ``always``
+        mode).  Writes over MAX_PAYLOAD are split; their last seq is returned.
+        """
+        items = list(records)
+        for kind, offset, payload in items:
+            if kind not in _CODES:
+                raise UsageError(f"unknown journal record kind {kind!r}")
+            if not 0 <= offset < _U64:
+                raise UsageError(f"journal offset out of range: {offset}")
+            if kind != "write" and (kind != "mark" or len(payload) > MAX_PAYLOAD) and payload:
+                raise UsageError(f"a {kind} record carries no payload of {len(payload)} bytes")
+        with self._lock:
+            self._check()
+            seqs = []
+            try:
+                for kind, offset, payload in items:
+                    if kind == "write" and len(payload) > MAX_PAYLOAD:
+                        view = memoryview(payload)
+                        for start in range(0, len(view), MAX_PAYLOAD):
+                            piece = bytes(view[start : start + MAX_PAYLOAD])
+                            seq = self._append_locked("write", offset + start, piece)
+                    else:
+                        seq = self._append_locked(kind, offset, payload)
+                    seqs.append(seq)
+                if self.sync_mode == "always":
+                    self._sync()
+            except RepositoryError:
+                self._cut_back()
+                raise
+            return seqs
+
     def append_mark(self, name: str) -> int:
         """Record a named point (a checkpoint, a user mark); returns the seq."""
         data = name.encode("utf-8")
@@ -441,25 +513,45 @@ class JournalWriter:
             raise UsageError(f"journal offset out of range: {offset}")
         with self._lock:
             self._check()
-            size = RECORD_OVERHEAD + len(payload)
-            if self._pos + size > self._max and self._next > self._seg_first:
-                self._rotate()
-            now = self._clock()
-            seq = self._next
-            fields = _RECORD.pack(RECORD_MAGIC, seq, _ns(now), _CODES[kind], offset, len(payload))
-            view = memoryview(b"".join((fields, _checksum(self._salt, fields, payload), payload)))
             try:
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            except OSError as e:
-                raise self._fail("write failed", e) from e
-            self._pos += size
-            self._next = seq + 1
-            if self.sync_mode == "always":
-                self._sync()
-            elif self._pending_since is None:
-                self._pending_since = now
+                seq = self._append_locked(kind, offset, payload)
+                if self.sync_mode == "always":
+                    self._sync()
+            except RepositoryError:
+                self._cut_back()
+                raise
             return seq
+
+    def _append_locked(self, kind: str, offset: int, payload: bytes) -> int:
+        size = RECORD_OVERHEAD + len(payload)
+        if self._pos + size > self._max and self._next > self._seg_first:
+            self._rotate()
+        now = self._clock()
+        seq = self._next
+        fields = _RECORD.pack(RECORD_MAGIC, seq, _ns(now), _CODES[kind], offset, len(payload))
+        view = memoryview(b"".join((fields, _checksum(self._salt, fields, payload), payload)))
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            raise self._fail("write failed", e) from e
+        self._pos += size
+        self._next = seq + 1
+        if self._pending_since is None:
+            self._pending_since = now
+        return seq
+
+    def _cut_back(self) -> None:
+        """After a failed append in ``always`` mode: remove what follows the last durable
+        record (none of it was acknowledged), so it is never replayed.  Best effort: the
+        writer is failed either way."""
+        if self.sync_mode != "always" or self._fd < 0:
+            return
+        try:
+            os.ftruncate(self._fd, self._durable_pos)
+            _fdatasync(self._fd)
+        except OSError as e:
+            self._failed = f"{self._failed}; cutting back the unacknowledged records failed: {e}"
 
     def _sync(self) -> None:
         if self._durable == self._next - 1:
@@ -469,6 +561,7 @@ class JournalWriter:
         except OSError as e:
             raise self._fail("fdatasync failed", e) from e
         self._durable = self._next - 1
+        self._durable_pos = self._pos
         self._pending_since = None
 
     def sync(self) -> int:
@@ -536,6 +629,7 @@ class JournalWriter:
                 os.unlink(tmp)
             raise self._fail("cannot create segment", e) from e
         self._fd, self._salt, self._pos = fd, salt, HEADER_SIZE
+        self._durable_pos = HEADER_SIZE
         try:
             fsync_dir(self.directory)
         except RepositoryError as e:
