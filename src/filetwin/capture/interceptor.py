@@ -1,13 +1,22 @@
-"""The interceptor: ``filetwin mount SOURCE MOUNTPOINT``, a FUSE passthrough.
+"""The interceptor: ``filetwin mount SOURCE MOUNTPOINT``, a FUSE passthrough,
+or ``filetwin mount --in-place DIR``, the same over the directory itself.
 
 It serves SOURCE at MOUNTPOINT and is a client of the daemon like any
 application. For I/O made through MOUNTPOINT on protected files it sees
 every write exactly (journaled before it reaches SOURCE, for ``on-write``
-entries), every close (with its result), and every I/O error: an EIO from
-SOURCE on an ``auto`` entry is reported, the daemon heals the file, and the
-read or write is retried, so the application gets correct data. Unprotected
-files pass straight through. If the daemon goes away, I/O keeps passing
-through and each change that could not be journaled is logged.
+entries), every close (with its result, which reaches the application: a
+failed close is recorded and reported, never taken for a good one), and
+every I/O error: an EIO from SOURCE on an ``auto`` entry is reported, the
+daemon heals the file, and the read or write is retried, so the application
+gets correct data. Unprotected files pass straight through. If the daemon
+goes away, I/O keeps passing through and each change that could not be
+journaled is logged.
+
+SOURCE is reached only through a directory descriptor opened before the
+mount, every path resolved beneath it without following symlinks
+(capture/srcdir.py): for an in-place mount, SOURCE is the directory the
+mount covers, so programs keep their usual paths; see capture/inplace.py for
+what else that needs.
 
 Built on mfusepy with libfuse3, multithreaded, without the writeback cache
 (which would merge writes and hide per-write errors until close).
@@ -31,11 +40,14 @@ import mfusepy  # noqa: E402  (must see FUSE_LIBRARY_NAME first)
 from ..client import Client, WriteStream  # noqa: E402
 from ..errors import DaemonUnavailable, FiletwinError, NotFound  # noqa: E402
 from ..heal import IO_ERRNOS  # noqa: E402
+from .inplace import FSNAME_PREFIX, allow_other_permitted, process_tree_has  # noqa: E402
+from .srcdir import SourceDir  # noqa: E402
 
 log = logging.getLogger("filetwin.mount")
 ENTRY_CACHE_S = 1.0
 #: fuse_main's status when its loop ended with an error, a signal included
 FUSE_LOOP_ENDED = 8
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 STAT_KEYS = (
     "st_atime",
     "st_ctime",
@@ -55,28 +67,47 @@ STAT_KEYS = (
 @dataclass
 class Handle:
     fd: int
+    #: the entry's path (the key of the daemon's table): SOURCE/rel, or DIR/rel in place
     real: str
+    #: the FUSE path, relative to SOURCE's descriptor
+    rel: str
     flags: int
     entry: dict[str, Any] | None
     stream: WriteStream | None = None
     size_at_open: int = 0
+    #: opened by the daemon itself through an in-place mount: passed straight through
+    raw: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: serialises heals of this handle (FUSE threads may meet the same EIO at once)
     heal_lock: threading.Lock = field(default_factory=threading.Lock)
     #: descriptors of the damaged file, replaced by a heal; closed at release,
     #: never before, so that another thread's pread on one cannot hit a reused fd
     retired: list[int] = field(default_factory=list)
-    #: a flush already told the application (and the journal) that the close failed
+    #: a close already failed and was recorded (journal record or event)
     close_failed: bool = False
 
+    @property
+    def writable(self) -> bool:
+        return bool(self.flags & WRITE_FLAGS)
 
-def _replaced(path: str, fd: int) -> bool:
-    """True if ``path`` is now another file than the one open on ``fd``."""
-    try:
-        now, held = os.stat(path), os.fstat(fd)
-    except OSError:
-        return False
-    return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+
+class _FUSE(mfusepy.FUSE):
+    """mfusepy, plus ``direct_io`` on the handles the interceptor asks it for."""
+
+    def open(self, path: bytes, fip: Any) -> int:
+        ret = super().open(path, fip)
+        self._uncached(fip)
+        return ret
+
+    def create(self, path: bytes, mode: int, fip: Any) -> int:
+        ret = super().create(path, mode, fip)
+        self._uncached(fip)
+        return ret
+
+    def _uncached(self, fip: Any) -> None:
+        h = self.operations._handles.get(fip.contents.fh)
+        if h is not None and h.raw:
+            fip.contents.direct_io = 1
 
 
 class Interceptor(mfusepy.Operations):
@@ -84,8 +115,19 @@ class Interceptor(mfusepy.Operations):
 
     use_ns = True
 
-    def __init__(self, source: str, client: Client, faults: list[str] | None = None) -> None:
-        self.source = os.path.realpath(source)
+    def __init__(
+        self,
+        source: SourceDir,
+        client: Client,
+        faults: list[str] | None = None,
+        entry_root: str | None = None,
+        in_place: bool = False,
+    ) -> None:
+        self.src = source
+        self.source = source.path
+        #: entries name files under this directory (the mountpoint, in place)
+        self.entry_root = entry_root or source.path
+        self.in_place = in_place
         self.client = client
         #: test switches "close:GLOB": closes of matching files fail with EIO and
         #: lose the writes made since the open, as a failing disk would
@@ -93,28 +135,55 @@ class Interceptor(mfusepy.Operations):
         self._handles: dict[int, Handle] = {}
         self._entries: dict[str, dict[str, Any]] = {}
         self._entries_at = 0.0
+        self._daemon_pid = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.unjournaled = 0
 
-    # helpers -----------------------------------------------------------
+    # the daemon's entries, refreshed off the I/O path ---------------------
+    def refresh(self) -> None:
+        """Read the daemon's entries (and its pid). Never called from a FUSE
+        request of an opener: the daemon may be waiting on this very mount."""
+        try:
+            pid = int(self.client.ping().get("pid", 0))
+            rows = self.client.status()
+        except FiletwinError as e:
+            log.debug("cannot read the daemon's entries: %s", e)
+            return
+        with self._lock:
+            self._entries = {r["path"]: r for r in rows}
+            self._entries_at = time.monotonic()
+            self._daemon_pid = pid
+
+    def start_refresher(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(ENTRY_CACHE_S):
+                self.refresh()
+
+        threading.Thread(target=loop, name="filetwin-entries", daemon=True).start()
+
+    def stop_refresher(self) -> None:
+        self._stop.set()
+
     def _real(self, path: str) -> str:
-        return os.path.join(self.source, path.lstrip("/"))
+        rel = self.src.rel(path)
+        return self.entry_root if rel == "." else os.path.join(self.entry_root, rel)
 
     def _entry(self, real: str, fresh: bool = False) -> dict[str, Any] | None:
-        now = time.monotonic()
-        with self._lock:
-            stale = fresh or now - self._entries_at > ENTRY_CACHE_S
-        if stale:
-            try:
-                rows = self.client.status()
-                with self._lock:
-                    self._entries = {r["path"]: r for r in rows}
-                    self._entries_at = now
-            except FiletwinError as e:
-                log.warning("cannot read the daemon's entries: %s", e)
+        if fresh:
+            self.refresh()
         with self._lock:
             return self._entries.get(real)
 
+    def _from_daemon(self) -> bool:
+        """True if the current request comes from the daemon (in place only)."""
+        if not self.in_place:
+            return False
+        with self._lock:
+            daemon = self._daemon_pid
+        return process_tree_has(mfusepy.fuse_get_context()[2], daemon)
+
+    # journal -----------------------------------------------------------
     def _journal(
         self, h: Handle, kind: str, offset: int = 0, payload: bytes = b"", wait: bool = True
     ) -> None:
@@ -123,7 +192,7 @@ class Interceptor(mfusepy.Operations):
         where an application learns its writes are safe; ``always`` entries
         wait for each record's fdatasync before the write reaches SOURCE."""
         if h.stream is None:
-            if h.entry is not None and h.entry["backup_mode"] == "on-write":
+            if h.entry is not None and h.entry["backup_mode"] == "on-write" and not h.raw:
                 self.unjournaled += 1
                 log.warning("not journaled (no daemon): %s of %s at %d", kind, h.real, offset)
             return
@@ -149,32 +218,67 @@ class Interceptor(mfusepy.Operations):
             h.stream.close()
             h.stream = None
 
-    def _heal(self, h: Handle, err: OSError, fd: int) -> bool:
+    def _close_failed(self, h: Handle, err: OSError) -> None:
+        """Record a failed close once per handle: a ``close-failed`` record for an
+        on-write entry, a failed close reported to the daemon for an on-close one
+        (an event; the content that close left is not a good version)."""
+        if h.close_failed or h.entry is None or h.raw:
+            return
+        h.close_failed = True
+        log.warning("a close of %s failed: %s", h.real, err.strerror)
+        if h.stream is not None:
+            self._journal(h, "close-failed")
+            return
+        try:
+            self.client.notify_close(h.real, ok=False)
+        except FiletwinError as e:
+            log.warning("the failed close of %s could not be reported: %s", h.real, e)
+
+    # healing -----------------------------------------------------------
+    def _heal(self, h: Handle, err: OSError, fd: int, writing: bool = False) -> bool:
         """Report ``err``, met on ``fd``; True if the file was healed (``h.fd`` is
         then the healed file's descriptor: retry the call on it)."""
-        if err.errno not in IO_ERRNOS:
+        if err.errno not in IO_ERRNOS or h.raw:
             return False
         if h.entry is None:
             # Protected since the cache was read? Ask now: an error is rare.
             h.entry = self._entry(h.real, fresh=True)
             if h.entry is None:
                 return False
+        if writing and self.in_place:
+            # The kernel holds the file's inode lock during a write, and the
+            # heal's rename over the file (through this very mount) needs it:
+            # heal once this write has failed, and let the application know.
+            threading.Thread(target=self._request_heal, args=(h, err), daemon=True).start()
+            return False
         with h.heal_lock:
             if h.fd != fd:
                 return True  # another thread healed the file meanwhile
-            if not _replaced(h.real, fd):
-                try:
-                    self.client.request_recovery(
-                        h.real, reason=f"{err.strerror} through the interceptor", trigger="auto"
-                    )
-                except FiletwinError as e:
-                    log.warning("%s on %s not healed: %s", err.strerror, h.real, e)
-                    return False
+            if not self._replaced(h, fd) and not self._request_heal(h, err):
+                return False
             # else: healed since this handle was opened (through another handle);
             # the damaged file is only this descriptor's, so reopening is enough.
             h.retired.append(h.fd)
-            h.fd = os.open(h.real, h.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
+            h.fd = self.src.open_file(h.rel, h.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
         return True
+
+    def _request_heal(self, h: Handle, err: OSError) -> bool:
+        try:
+            self.client.request_recovery(
+                h.real, reason=f"{err.strerror} through the interceptor", trigger="auto"
+            )
+        except FiletwinError as e:
+            log.warning("%s on %s not healed: %s", err.strerror, h.real, e)
+            return False
+        return True
+
+    def _replaced(self, h: Handle, fd: int) -> bool:
+        """True if ``h``'s path is now another file than the one open on ``fd``."""
+        try:
+            now, held = self.src.lstat(h.rel), os.fstat(fd)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
 
     def _fault(self, h: Handle, kind: str) -> bool:
         return any(
@@ -182,20 +286,20 @@ class Interceptor(mfusepy.Operations):
             for f in self.faults
         )
 
-    def _open_handle(self, real: str, fd: int, flags: int) -> int:
+    def _open_handle(self, path: str, fd: int, flags: int) -> int:
+        real = self._real(path)
         entry = self._entry(real)
-        h = Handle(fd, real, flags, entry, size_at_open=os.fstat(fd).st_size)
-        if (
-            entry is not None
-            and entry["backup_mode"] == "on-write"
-            and (flags & (os.O_WRONLY | os.O_RDWR))
-        ):
-            try:
-                h.stream = self.client.open_stream(real)
-            except FiletwinError as e:
-                log.warning("cannot journal writes to %s: %s", real, e)
-        if flags & os.O_TRUNC and h.size_at_open == 0:
-            self._journal(h, "truncate", 0)
+        raw = entry is not None and self._from_daemon()
+        h = Handle(fd, real, self.src.rel(path), flags, entry, raw=raw)
+        if entry is not None and not raw:
+            h.size_at_open = os.fstat(fd).st_size
+            if entry["backup_mode"] == "on-write" and h.writable:
+                try:
+                    h.stream = self.client.open_stream(real)
+                except FiletwinError as e:
+                    log.warning("cannot journal writes to %s: %s", real, e)
+            if flags & os.O_TRUNC and h.size_at_open == 0:
+                self._journal(h, "truncate", 0)
         with self._lock:
             self._handles[fd] = h
         return fd
@@ -206,15 +310,14 @@ class Interceptor(mfusepy.Operations):
 
     # files -------------------------------------------------------------
     def open(self, path: str, flags: int) -> int:
-        real = self._real(path)
         # O_TRUNC is journaled as a truncate record, then done on SOURCE.
-        fd = os.open(real, flags)
-        return self._open_handle(real, fd, flags)
+        fd = self.src.open_file(path, flags)
+        return self._open_handle(path, fd, flags)
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
-        real = self._real(path)
-        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        return self._open_handle(real, fd, os.O_WRONLY | os.O_CREAT)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        fd = self.src.open_file(path, flags, mode)
+        return self._open_handle(path, fd, os.O_WRONLY | os.O_CREAT)
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         h = self._handle(fh)
@@ -229,6 +332,12 @@ class Interceptor(mfusepy.Operations):
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         h = self._handle(fh)
         with h.lock:
+            if self.in_place:
+                # Journaled once it reached SOURCE: a write that fails here is
+                # never retried (see _heal), so it must not be in the journal.
+                if h.raw:
+                    return os.pwrite(h.fd, data, offset)
+                return self._write_in_place(h, data, offset)
             self._journal(h, "write", offset, data, wait=False)
             fd = h.fd
             try:
@@ -238,6 +347,16 @@ class Interceptor(mfusepy.Operations):
                     raise
             return os.pwrite(h.fd, data, offset)
 
+    def _write_in_place(self, h: Handle, data: bytes, offset: int) -> int:
+        fd = h.fd
+        try:
+            n = os.pwrite(fd, data, offset)
+        except OSError as e:
+            self._heal(h, e, fd, writing=True)
+            raise
+        self._journal(h, "write", offset, data[:n], wait=False)
+        return n
+
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         if fh is not None and fh in self._handles:
             h = self._handle(fh)
@@ -246,41 +365,55 @@ class Interceptor(mfusepy.Operations):
             return 0
         real = self._real(path)
         entry = self._entry(real)
-        if entry is not None and entry["backup_mode"] == "on-write":
+        if entry is not None and entry["backup_mode"] == "on-write" and not self._from_daemon():
             try:
                 self.client.notify_truncate(real, length)
             except FiletwinError as e:
                 log.warning("not journaled: truncate of %s: %s", real, e)
-        os.truncate(real, length)
+        fd = self.src.open_file(path, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.ftruncate(fd, length)
+        finally:
+            os.close(fd)
         return 0
 
     def flush(self, path: str, fh: int) -> int:
+        """The application's close: collect the journal's acks, then close a
+        duplicate of SOURCE's descriptor so that SOURCE's own flush runs now and
+        its error (NFS, FUSE, a failing disk) reaches the application."""
         h = self._handle(fh)
+        if not h.writable:
+            return 0
         self._collect(h)
-        if self._fault(h, "close") and h.flags & (os.O_WRONLY | os.O_RDWR):
+        if self._fault(h, "close"):
             # The failing disk: the writes since the open do not survive.
             os.ftruncate(h.fd, h.size_at_open)
             os.fsync(h.fd)
-            if not h.close_failed:
-                self._journal(h, "close-failed")
-                h.close_failed = True
+            self._close_failed(h, OSError(errno.EIO, os.strerror(errno.EIO)))
             raise mfusepy.FuseOSError(errno.EIO)
+        try:
+            os.close(os.dup(h.fd))
+        except OSError as e:
+            self._close_failed(h, e)
+            raise
         return 0
 
     def release(self, path: str, fh: int) -> int:
+        """The last close: its result cannot reach the application any more (the
+        kernel does not wait for it), so a failure is recorded and reported."""
         with self._lock:
             h = self._handles.pop(fh)
-        failed = False
         for fd in h.retired:
             with contextlib.suppress(OSError):
                 os.close(fd)  # the damaged file's: its errors are not this close's
         try:
             os.close(h.fd)
-        except OSError:
-            failed = True
-        if h.stream is not None and not h.close_failed:
-            self._journal(h, "close-failed" if failed else "close-ok")
+        except OSError as e:
+            if h.writable:
+                self._close_failed(h, e)
         if h.stream is not None:
+            if not h.close_failed:
+                self._journal(h, "close-ok")
             h.stream.close()
         return 0
 
@@ -293,12 +426,12 @@ class Interceptor(mfusepy.Operations):
             os.fsync(h.fd)
         return 0
 
-    # metadata and directories: straight through ------------------------
+    # metadata and directories: straight through, fd-relative, no-follow -
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         st = (
             os.fstat(self._handle(fh).fd)
             if fh is not None and fh in self._handles
-            else (os.lstat(self._real(path)))
+            else self.src.lstat(path)
         )
         attrs = {k: getattr(st, k) for k in STAT_KEYS if hasattr(st, k)}
         for k in ("st_atime", "st_mtime", "st_ctime"):
@@ -306,56 +439,67 @@ class Interceptor(mfusepy.Operations):
         return attrs
 
     def readdir(self, path: str, fh: int) -> list[str]:
-        return [".", "..", *os.listdir(self._real(path))]
+        return [".", "..", *self.src.listdir(path)]
 
     def readlink(self, path: str) -> str:
-        return os.readlink(self._real(path))
+        with self.src.parent(path) as (d, name):
+            return os.readlink(name, dir_fd=d)
 
     def mknod(self, path: str, mode: int, dev: int) -> int:
-        os.mknod(self._real(path), mode, dev)
+        with self.src.parent(path) as (d, name):
+            os.mknod(name, mode, dev, dir_fd=d)
         return 0
 
     def mkdir(self, path: str, mode: int) -> int:
-        os.mkdir(self._real(path), mode)
+        with self.src.parent(path) as (d, name):
+            os.mkdir(name, mode, dir_fd=d)
         return 0
 
     def rmdir(self, path: str) -> int:
-        os.rmdir(self._real(path))
+        with self.src.parent(path) as (d, name):
+            os.rmdir(name, dir_fd=d)
         return 0
 
     def unlink(self, path: str) -> int:
-        os.unlink(self._real(path))
+        with self.src.parent(path) as (d, name):
+            os.unlink(name, dir_fd=d)
         return 0
 
     def symlink(self, target: str, source: str) -> int:
-        os.symlink(source, self._real(target))
+        with self.src.parent(target) as (d, name):
+            os.symlink(source, name, dir_fd=d)
         return 0
 
     def link(self, target: str, source: str) -> int:
-        os.link(self._real(source), self._real(target))
+        with self.src.parent(source) as (sd, sname), self.src.parent(target) as (td, tname):
+            os.link(sname, tname, src_dir_fd=sd, dst_dir_fd=td, follow_symlinks=False)
         return 0
 
     def rename(self, old: str, new: str) -> int:
-        os.rename(self._real(old), self._real(new))
+        with self.src.parent(old) as (od, oname), self.src.parent(new) as (nd, nname):
+            os.rename(oname, nname, src_dir_fd=od, dst_dir_fd=nd)
         return 0
 
     def chmod(self, path: str, mode: int) -> int:
-        os.chmod(self._real(path), mode)
+        with self.src.parent(path) as (d, name):
+            os.chmod(name, mode, dir_fd=d, follow_symlinks=False)
         return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:
-        os.chown(self._real(path), uid, gid, follow_symlinks=False)
+        with self.src.parent(path) as (d, name):
+            os.chown(name, uid, gid, dir_fd=d, follow_symlinks=False)
         return 0
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        if times is None:
-            os.utime(self._real(path), follow_symlinks=False)
-        else:
-            os.utime(self._real(path), ns=times, follow_symlinks=False)
+        with self.src.parent(path) as (d, name):
+            if times is None:
+                os.utime(name, dir_fd=d, follow_symlinks=False)
+            else:
+                os.utime(name, ns=times, dir_fd=d, follow_symlinks=False)
         return 0
 
     def statfs(self, path: str) -> dict[str, int]:
-        sv = os.statvfs(self._real(path))
+        sv = os.statvfs(self.src.fd)
         return {
             k: getattr(sv, k)
             for k in (
@@ -373,8 +517,9 @@ class Interceptor(mfusepy.Operations):
         }
 
     def access(self, path: str, amode: int) -> int:
-        if not os.access(self._real(path), amode):
-            raise mfusepy.FuseOSError(errno.EACCES)
+        with self.src.parent(path) as (d, name):
+            if not os.access(name, amode, dir_fd=d, follow_symlinks=False):
+                raise mfusepy.FuseOSError(errno.EACCES)
         return 0
 
 
@@ -384,8 +529,12 @@ def mount(
     client: Client,
     faults: list[str] | None = None,
     foreground: bool = True,
+    in_place: bool = False,
 ) -> None:
-    """Serve ``source`` at ``mountpoint`` until unmounted (SIGTERM/SIGINT unmount it)."""
+    """Serve ``source`` at ``mountpoint`` until unmounted (SIGTERM/SIGINT unmount it).
+
+    ``in_place``: ``source`` and ``mountpoint`` are the same directory; it is
+    opened before the mount covers it, and entries keep their usual paths."""
     if not os.path.isdir(source):
         raise NotFound(f"{source} is not a directory")
     if not os.path.isdir(mountpoint):
@@ -394,16 +543,23 @@ def mount(
         client.ping()
     except DaemonUnavailable:
         log.warning("no daemon answers: I/O passes through, nothing is journaled")
-    ops = Interceptor(source, client, faults)
+    src = SourceDir.open(source)  # before the mount: in place, it is what gets covered
+    root = os.path.realpath(mountpoint) if in_place else src.path
+    ops = Interceptor(src, client, faults, entry_root=root, in_place=in_place)
+    ops.refresh()
+    ops.start_refresher()
+    allow_other = allow_other_permitted()
+    if not allow_other:
+        log.info("not root and no user_allow_other in /etc/fuse.conf: only you see the mount")
     try:
-        mfusepy.FUSE(
+        _FUSE(
             ops,
             mountpoint,
             foreground=foreground,
             nothreads=False,
-            fsname=f"filetwin:{ops.source}",
+            fsname=f"{FSNAME_PREFIX if in_place else 'filetwin:'}{root}",
             default_permissions=True,
-            allow_other=True,
+            allow_other=allow_other,
         )
     except RuntimeError as e:
         # libfuse 3 stores the signal that ended its loop (SIGTERM, SIGINT,
@@ -411,6 +567,9 @@ def mount(
         # returns its "loop failed" status for a clean unmount too.
         if e.args != (FUSE_LOOP_ENDED,):
             raise
+    finally:
+        ops.stop_refresher()
+    src.close()
     log.info("%s unmounted", mountpoint)
     if ops.unjournaled:
         log.warning("%d change(s) could not be journaled", ops.unjournaled)
