@@ -41,10 +41,28 @@ def parse_time(text: str | float | int) -> float:
         ) from e
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    try:
+        seconds = parsed.timestamp()
+    except (OverflowError, ValueError) as e:  # year 1 in a zone west of UTC
+        raise UsageError(f"time {value!r} is out of range") from e
+    return _finite(seconds, value)
+
+
+#: the times a file can have: the Unix epoch to the last second of year 9999
+TIME_MIN = 0.0
+TIME_MAX = 253402300799.0
 
 
 def _finite(seconds: float, given: object) -> float:
+    """``seconds`` if it is a time filetwin can name; UsageError otherwise.
+
+    NaN, infinities and times before 1970 or after 9999 are refused here so
+    that no caller meets an OverflowError from ``gmtime`` or ``datetime``.
+    """
     if not math.isfinite(seconds):
         raise UsageError(f"time {given!r} is not a finite number of Unix seconds")
+    if not TIME_MIN <= seconds <= TIME_MAX:
+        raise UsageError(
+            f"time {given!r} is out of range (1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z)"
+        )
     return seconds

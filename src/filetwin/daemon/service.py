@@ -1,14 +1,29 @@
-"""``filetwin daemon``: start the engine and the API, stop cleanly on a signal."""
+"""``filetwin daemon``: start the engine and the API, stop cleanly on a signal.
+
+File descriptors are a shared budget: the API's connections, the write
+stream's, the workers' pipes, the watcher, SQLite and open journals all draw
+on RLIMIT_NOFILE. At start the soft limit is raised to the hard one; the API
+then serves at most ``api_connection_cap`` connections at a time (more are
+accepted and answered 503 at once, so the listening socket never spins on
+EMFILE) and closes a connection idle for ``API_IDLE_TIMEOUT_S``, which keeps a
+reserve of descriptors for the jobs and the watcher. asyncio's own
+"accept out of system resource" errors, should they happen anyway, are
+logged at most once per ``LOG_REPEAT_S`` per message.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
+import time
+from typing import Any
 
 from aiohttp import web
 
@@ -19,6 +34,115 @@ from .engine import Engine
 from .stream import STREAM_NAME, start_stream_server
 
 log = logging.getLogger("filetwin.daemon")
+
+#: API connections served at once, at most (the fd limit may lower it)
+API_MAX_CONNECTIONS = 256
+#: descriptors kept for jobs, workers, the watcher, SQLite and journals
+FD_RESERVE = 96
+#: an API connection with no request in progress is closed after this long
+API_IDLE_TIMEOUT_S = 15.0
+#: an identical error from the event loop is logged at most this often
+LOG_REPEAT_S = 10.0
+
+
+def raise_fd_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, e)
+    return soft
+
+
+def open_fd_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 32
+
+
+def api_connection_cap(fd_limit: int, in_use: int) -> int:
+    """API connections to serve at once: half of what is left after the reserve."""
+    spare = fd_limit - in_use - FD_RESERVE
+    return max(4, min(API_MAX_CONNECTIONS, spare // 2))
+
+
+_BUSY = (
+    json.dumps(
+        {
+            "error": "the daemon serves too many connections at once; try again",
+            "type": "DaemonUnavailable",
+            "exit_code": 3,
+        }
+    ).encode()
+)
+
+
+class _Busy(asyncio.Protocol):
+    """A connection past the cap: answered 503 and closed at once, holding no fd."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY)
+        )
+        transport.close()
+
+
+class _RateLimitedLoopErrors:
+    """The loop's exception handler: each message at most once per LOG_REPEAT_S."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        key = str(context.get("message", ""))
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < LOG_REPEAT_S:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        skipped = self._suppressed.pop(key, 0)
+        if skipped:
+            context = {**context, "message": f"{key} (and {skipped} more like it, not logged)"}
+        loop.default_exception_handler(context)
+
+
+class _CappedSite(web.SockSite):
+    """The API's listening socket, serving at most ``cap`` connections at a time."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, cap: int) -> None:
+        super().__init__(runner, sock)
+        self.cap = cap
+        self.refused = 0
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        server = self._runner.server
+        assert server is not None
+        if len(server.connections) >= self.cap:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning(
+                    "API connection refused: %d are open, the cap is %d (%d refused so far)",
+                    len(server.connections),
+                    self.cap,
+                    self.refused,
+                )
+            return _Busy()
+        return server()
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            self._protocol, sock=self._sock, backlog=self._backlog
+        )
 
 
 def _socket_in_use(path: str) -> bool:
@@ -33,6 +157,9 @@ def _socket_in_use(path: str) -> bool:
 
 
 async def serve(config: Config) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_RateLimitedLoopErrors())
+    fd_limit = raise_fd_limit()
     config.ensure_state_dir()
     sock_path = str(config.socket_path)
     if os.path.exists(sock_path):
@@ -42,7 +169,11 @@ async def serve(config: Config) -> None:
     engine = Engine(config)
     await engine.start()
     runner = web.AppRunner(
-        Api(engine).app(), handle_signals=False, access_log=None, shutdown_timeout=2.0
+        Api(engine).app(),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=2.0,
+        keepalive_timeout=API_IDLE_TIMEOUT_S,
     )
     await runner.setup()
     # Create the socket ourselves so that its mode is 0600 before anyone can connect.
@@ -53,18 +184,21 @@ async def serve(config: Config) -> None:
     finally:
         os.umask(old_umask)
     os.chmod(sock_path, 0o600)
-    site = web.SockSite(runner, sock)
+    cap = api_connection_cap(fd_limit, open_fd_count())
+    site = _CappedSite(runner, sock, cap)
     stream_path = str(config.state_dir / STREAM_NAME)
     stream = await start_stream_server(engine, stream_path)
     await site.start()
     log.info(
-        "filetwin daemon %d ready on %s (repository %s)",
+        "filetwin daemon %d ready on %s (repository %s; open files limit %d, "
+        "at most %d API connections)",
         os.getpid(),
         sock_path,
         config.repository_location,
+        fd_limit,
+        cap,
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
