@@ -42,8 +42,8 @@ def test_a_time_before_the_first_version(daemon: Daemon, journaled: Path) -> Non
     restore_fails(daemon, journaled, "1000000000", "before the first version")
 
 
-def test_a_time_after_the_last_record(daemon: Daemon, journaled: Path) -> None:
-    restore_fails(daemon, journaled, str(int(time.time()) + 3600), "after the last record")
+def test_a_time_in_the_future(daemon: Daemon, journaled: Path) -> None:
+    restore_fails(daemon, journaled, str(int(time.time()) + 3600), "in the future")
 
 
 def test_an_unknown_mark(daemon: Daemon, journaled: Path) -> None:

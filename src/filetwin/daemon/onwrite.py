@@ -4,6 +4,12 @@ Records come from three capture sources: the API (report-write and the
 stream socket, used by ``filetwin.open``), and the watcher's delta capture
 for programs that use neither. Each successful close, and a journal past its
 size or record threshold, folds the journal into a ``checkpoint`` version.
+
+Records are checked at this boundary (an offset or size no file system of
+the file can hold is refused), so one bogus record never poisons an entry.
+A journal that fails (an append, a sync) is an event; when acknowledged
+records lost their durability, or the journal found at open has a damaged
+stretch no version covers, a fresh version re-establishes protection.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FiletwinError, JobFailed, UsageError, error_from
@@ -25,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("filetwin.onwrite")
 
 KINDS = ("write", "truncate", "close-ok", "close-failed", "mark")
+#: the largest file a record may describe, whatever the file system says: ext4's
+#: limit with 4 KiB blocks (16 TiB), and more than any file filetwin can fold
+MAX_FILE_SIZE = 1 << 44
 
 
 class OnWrite:
@@ -36,6 +47,10 @@ class OnWrite:
             config.journal_batch_window_s,
             engine.clock,
             on_torn=lambda path, message: engine.emit(path, "journal-torn", False, message),
+            floor=self._covered_seq,
+            on_failed=self._journal_failed,
+            on_gap=self._journal_gap,
+            retry_backoff_s=config.retry_backoff_s,
         )
         self._since_checkpoint: dict[str, tuple[int, int]] = {}  # records, bytes
         self._checkpointing: dict[str, asyncio.Task[None]] = {}
@@ -45,6 +60,80 @@ class OnWrite:
         self._rows: dict[str, dict[str, Any]] = {}
         #: open write streams per entry (filetwin.open, the interceptor)
         self.streams: dict[str, int] = {}
+        #: entries whose journal cannot be folded until a version from the live file
+        #: is taken (a damaged stretch no version covers)
+        self._broken: set[str] = set()
+        self._max_size: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # journal health ----------------------------------------------------
+    def _covered_seq(self, path: str) -> int:
+        """The last seq the entry's newest version stands for: never given to a new record."""
+        latest = self.engine.repo.latest(path)
+        return 0 if latest is None else latest.journal_seq
+
+    def _journal_failed(self, path: str, message: str, durability_lost: bool) -> None:
+        self.engine.emit(path, "journal-failed", False, message)
+        if durability_lost:
+            why = (
+                f"{message}; writes acknowledged since the last good sync may not survive "
+                "a power loss: taking a fresh version"
+            )
+            self.engine.table.set(path, last_error=why)
+            self.engine.emit(path, "degraded", False, why)
+            self._fresh_version(path)
+
+    def _journal_gap(self, path: str, message: str) -> None:
+        self._broken.add(path)
+        self.engine.emit(path, "journal-damaged", False, f"{message}; taking a fresh version")
+        self._fresh_version(path)
+
+    def _fresh_version(self, path: str) -> None:
+        """Re-establish protection: a checkpoint of what the journal holds (or, when it
+        cannot be folded, a version of the live file), in the background."""
+
+        async def run() -> None:
+            try:
+                manifest = await self.engine.backup(path, cause="manual", explicit=False)
+            except FiletwinError as e:
+                self.engine.emit(
+                    path, "backup-failed", False, f"a fresh version of {path} failed: {e}"
+                )
+                return
+            if manifest is not None:
+                self._broken.discard(path)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _limit(self, path: str) -> int:
+        """The largest size a record of ``path`` may describe (its file system's limit)."""
+        limit = self._max_size.get(path)
+        if limit is None:
+            limit = MAX_FILE_SIZE
+            for d in (os.path.dirname(path), str(self.engine.config.state_dir)):
+                try:
+                    bits = os.pathconf(d, "PC_FILESIZEBITS")
+                except (OSError, ValueError):
+                    continue
+                if 0 < bits < 64:
+                    limit = min(limit, (1 << (bits - 1)) - 1)
+            self._max_size[path] = limit
+        return limit
+
+    def _check_bounds(self, path: str, kind: str, offset: int, size: int) -> None:
+        limit = self._limit(path)
+        if kind == "truncate" and offset > limit:
+            raise UsageError(
+                f"a truncate of {path} to {offset} bytes is past the largest file its "
+                f"file system can hold ({limit} bytes); not journaled"
+            )
+        if kind == "write" and offset + size > limit:
+            raise UsageError(
+                f"a write of {size} bytes at offset {offset} of {path} ends past the largest "
+                f"file its file system can hold ({limit} bytes); not journaled"
+            )
 
     def open_journals(self) -> None:
         """Open the journal of every on-write entry (reports torn tails as events).
@@ -108,34 +197,48 @@ class OnWrite:
         data: bytes = b"",
         name: str = "",
         source: str = "api",
+        retries: int = 0,
     ) -> int:
-        """Append one record; return its seq once durable per the entry's sync mode."""
+        """Append one record; return its seq once durable per the entry's sync mode.
+
+        Offsets and sizes the file's file system cannot hold are refused (UsageError).
+        A failed append is an event and is tried again on a reopened journal up to
+        ``retries`` times (at most journals.MAX_RETRIES) before it is raised.
+        """
         if kind not in KINDS:
             raise UsageError(f"unknown record kind {kind!r}; expected one of {', '.join(KINDS)}")
         if offset < 0 or offset >= 1 << 63:
             raise UsageError(f"offset {offset} is out of range")
+        if not isinstance(retries, int) or retries < 0:
+            raise UsageError(f"retries must be a count >= 0, not {retries!r}")
+        self._check_bounds(path, kind, offset, len(data))
         row = self._row(path)
+        op: Callable[[Any], int]
         if kind == "write":
-            seq = await self.journals.append(
-                path, row["sync_mode"], lambda w: w.append_write(offset, data)
-            )
+            op = lambda w: w.append_write(offset, data)  # noqa: E731
         elif kind == "truncate":
-            seq = await self.journals.append(
-                path, row["sync_mode"], lambda w: w.append_truncate(offset)
-            )
+            op = lambda w: w.append_truncate(offset)  # noqa: E731
         elif kind in ("close-ok", "close-failed"):
-            seq = await self.journals.append(
-                path, row["sync_mode"], lambda w: w.append_close(kind == "close-ok")
-            )
+            op = lambda w: w.append_close(kind == "close-ok")  # noqa: E731
         else:
             if not name:
                 raise UsageError("a mark needs a name")
-            seq = await self.journals.append(path, row["sync_mode"], lambda w: w.append_mark(name))
+            op = lambda w: w.append_mark(name)  # noqa: E731
+        seq = await self.journals.append(path, row["sync_mode"], op, retries=retries)
+        assert seq is not None
         if source == "api":
             self.api_dirty.add(path)
-        records, nbytes = self._since_checkpoint.get(path, (0, 0))
-        records, nbytes = records + 1, nbytes + len(data)
+        self._after_records(path, row, [kind], len(data), seq)
+        return seq
+
+    def _after_records(
+        self, path: str, row: dict[str, Any], kinds: list[str], nbytes: int, seq: int
+    ) -> None:
+        """What follows records ending at ``seq``: table, events, heals, checkpoints."""
+        records, total = self._since_checkpoint.get(path, (0, 0))
+        records, nbytes = records + len(kinds), total + nbytes
         self._since_checkpoint[path] = (records, nbytes)
+        kind = kinds[-1]
         config = self.engine.config
         if kind in ("close-ok", "close-failed", "mark"):
             # The table's copy of the journal position (status of every entry
@@ -154,7 +257,6 @@ class OnWrite:
             or nbytes >= config.checkpoint_bytes
         ):
             self.schedule_checkpoint(path)
-        return seq
 
     def last_seq(self, path: str) -> int:
         row = self.engine.entry(path)
@@ -162,12 +264,30 @@ class OnWrite:
 
     # capture without the library ----------------------------------------
     async def capture(self, path: str, closed: bool) -> None:
-        """Turn the changes since the last capture into records (see capture/delta.py)."""
+        """Turn the changes since the last capture into records (see capture/delta.py).
+
+        The records of one capture are appended as one batch under the entry's journal
+        lock, and only if no other record was appended since the file was read: a
+        capture that overlapped an API or stream record may hold a block from before
+        that record's write, and is discarded (those records tell the story).
+        """
         row = self.engine.table.get(path)
         if row is None or row["backup_mode"] != "on-write":
             return
-        if not os.path.exists(path):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
             self.engine._set_missing(path)
+            return
+        if not stat.S_ISREG(st.st_mode):
+            # A symlink (or a FIFO, a device) at the entry's name is never read through.
+            self.engine.emit(
+                path,
+                "unsafe-path",
+                False,
+                f"{path} is no longer a regular file (a symbolic link or another kind); "
+                "not captured",
+            )
             return
         if row["state"] == "missing":
             self.engine.table.set(path, state="watching")
@@ -176,21 +296,15 @@ class OnWrite:
         emit = path not in self.api_dirty and not streaming
         if not streaming:
             self.api_dirty.discard(path)
-        answer = await self.engine.pool.run(
-            {
-                "kind": "diff",
-                "path": path,
-                "shadow": self.shadow_path(path),
-                "emit": emit,
-                "repository": self.engine.config.repository_location,
-            },
-            timeout=self.engine.config.timeout_floor_s
-            + os.path.getsize(path) / (self.engine.config.timeout_rate),
-        )
+        try:
+            before = self.journals.last_seq(path, row["sync_mode"])
+        except FiletwinError as e:
+            self.engine.emit(path, "capture-failed", False, f"capture of {path} failed: {e}")
+            return
+        answer = await self._diff(path, emit, st.st_size)
         if not answer["ok"]:
-            self.engine.emit(
-                path, "capture-failed", False, f"capture of {path} failed: {answer['error']}"
-            )
+            kind = "unsafe-path" if answer.get("type") == "UnsafePath" else "capture-failed"
+            self.engine.emit(path, kind, False, f"capture of {path} failed: {answer['error']}")
             return
         if answer.get("suspect"):
             self.engine._corrupt(
@@ -204,25 +318,53 @@ class OnWrite:
             # Records came through the API while the file was read: they, not a
             # delta that may hold a block from before their writes, tell the story.
             return
+        ops: list[tuple[str, int, bytes]] = []
         if answer["new_size"] != answer["old_size"]:
-            await self.record(path, "truncate", answer["new_size"], source="watcher")
-        for offset, data in answer["writes"]:
-            await self.record(path, "write", offset, data, source="watcher")
+            ops.append(("truncate", answer["new_size"], b""))
+        ops += [("write", offset, bytes(data)) for offset, data in answer["writes"]]
         if closed:
-            await self.record(path, "close-ok", source="watcher")
+            ops.append(("close-ok", 0, b""))
+        if not ops:
+            return
+        for kind, offset, data in ops:
+            self._check_bounds(path, kind, offset, len(data))
+        seqs = await self.journals.append(
+            path,
+            row["sync_mode"],
+            lambda w: w.append_many(ops),
+            guard=lambda w: w.next_seq - 1 == before,
+        )
+        if seqs is None:
+            log.debug("capture of %s overlapped other records: discarded", path)
+            return
+        nbytes = sum(len(data) for _k, _o, data in ops)
+        self._after_records(path, row, [k for k, _o, _d in ops], nbytes, seqs[-1])
+
+    async def _diff(self, path: str, emit: bool, size: int) -> dict[str, Any]:
+        config = self.engine.config
+        try:
+            answer: dict[str, Any] = await self.engine.pool.run(
+                {
+                    "kind": "diff",
+                    "path": path,
+                    "shadow": self.shadow_path(path),
+                    "emit": emit,
+                    "repository": config.repository_location,
+                },
+                timeout=config.timeout_floor_s + size / config.timeout_rate,
+            )
+        except JobFailed as e:
+            return {"ok": False, "error": str(e), "type": type(e).__name__}
+        return answer
 
     async def refresh_shadow(self, path: str) -> None:
-        await self.engine.pool.run(
-            {
-                "kind": "diff",
-                "path": path,
-                "shadow": self.shadow_path(path),
-                "emit": False,
-                "repository": self.engine.config.repository_location,
-            },
-            timeout=self.engine.config.timeout_floor_s
-            + os.path.getsize(path) / (self.engine.config.timeout_rate),
-        )
+        try:
+            size = os.lstat(path).st_size
+        except FileNotFoundError:
+            return
+        answer = await self._diff(path, False, size)
+        if not answer["ok"] and answer.get("type") == "UnsafePath":
+            self.engine.emit(path, "unsafe-path", False, f"{path}: {answer['error']}")
 
     # checkpoints -------------------------------------------------------
     def schedule_checkpoint(self, path: str) -> None:
@@ -254,6 +396,10 @@ class OnWrite:
             upto = self.journals.known_last_seq(path)
             latest = await asyncio.to_thread(engine.repo.latest, path)
             if upto is None or latest is None or upto <= latest.journal_seq:
+                return None
+            if path in self._broken:
+                # Replay cannot cross the damaged stretch: a version of the live file
+                # (engine.backup goes on to one) is the next base.
                 return None
             await self.journals.sync(path)
             self.journals.rotate(path)
@@ -300,6 +446,8 @@ class OnWrite:
 
     def forget(self, path: str) -> None:
         self.forget_policy(path)
+        self._broken.discard(path)
+        self._max_size.pop(path, None)
         self.journals.close(path)
         self.streams.pop(path, None)
         self._since_checkpoint.pop(path, None)

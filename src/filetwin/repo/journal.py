@@ -344,9 +344,10 @@ class JournalWriter:
 
     Opening reads the whole journal (across gaps) and starts a fresh segment right after
     its last valid record, or after ``floor_seq`` if that is later: ``floor_seq`` is the
-    last seq a version already stands for, and a seq is never given to two records.  Files are never rewritten: a torn tail stays where it is (reported later as
-    ``abandoned``), and segments after a corruption mid-journal, which can no longer be
-    replayed, are renamed aside to ``<name>.aside-<ns>``.
+    last seq a version already stands for, and a seq is never given to two records.
+    Files are never rewritten (but for the cut-back above): a torn tail stays where it
+    is (reported later as ``abandoned``); a segment with a damaged header, and every
+    segment after it, is renamed aside to ``<name>.aside-<ns>``.
     """
 
     def __init__(
@@ -389,10 +390,10 @@ class JournalWriter:
         segs = list_segments(self.directory)
         found = scan.next_seq or (int(segs[0].name[:20]) if segs else 1)
         first = max(found, floor_seq + 1)
+        #: stretches of missing records found at open, across which replay never goes
+        self.gaps_at_open: list[tuple[int, int]] = scan.gaps
         #: seqs skipped at open because a version already covers them ((first, last) or None)
-        self.skipped_at_open: tuple[int, int] | None = (
-            (found, first - 1) if first > found else None
-        )
+        self.skipped_at_open: tuple[int, int] | None = (found, first - 1) if first > found else None
         # A torn segment that gave records stays; one that gave none, and all after it, go aside.
         i = len(segs) if scan.torn is None else segs.index(scan.torn.segment)
         i += scan.torn is not None and scan.torn.offset > HEADER_SIZE
@@ -417,6 +418,11 @@ class JournalWriter:
         except RepositoryError:
             self.close()
             raise
+
+    @property
+    def failure(self) -> str | None:
+        """Why the writer refuses appends (None: it does not)."""
+        return self._failed
 
     @property
     def next_seq(self) -> int:

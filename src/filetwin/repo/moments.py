@@ -10,10 +10,11 @@ plain version, as ``on-close`` entries always do.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NotFound, UsageError
+from ..errors import NotFound, RestoreError, UsageError
 from ..timefmt import iso, parse_time
 from .journal import Record, iter_records, list_segments, replay_into_file
 from .repository import Manifest, Repository, entry_key
@@ -64,12 +65,30 @@ def _kind_of(at: str | float) -> tuple[str, object]:
 
 
 def _scan(directory: Path) -> list[Record]:
-    """Every record without its payload (marks keep theirs: it is the name)."""
+    """Every valid record, across gaps, without its payload (marks keep theirs: it is
+    the name).  Seqs are increasing; where they jump, records are missing."""
     out = []
-    for r in iter_records(directory):
+    for r in iter_records(directory, allow_gaps=True):
         data = r.data if r.kind == "mark" else b""
         out.append(Record(r.seq, r.time, r.kind, r.offset, r.length, data))
     return out
+
+
+def _valid_upto(records: list[Record], after: int) -> int:
+    """The last seq ``s`` such that every record after..s is there (``after`` if
+    record after+1 is missing): how far a replay from a version at ``after`` can go."""
+    last = after
+    for r in records:
+        if r.seq <= after:
+            continue
+        if r.seq != last + 1:
+            break
+        last = r.seq
+    return last
+
+
+def _hint(path: str) -> str:
+    return f"`filetwin history {path}` lists the versions and the journal's span"
 
 
 def resolve(
@@ -112,19 +131,30 @@ def resolve(
         upto, when, label = marks[-1].seq, marks[-1].time, f"mark {value!r}"
     else:
         t = float(value)  # type: ignore[arg-type]
+        now = time.time()
+        if t > now:
+            raise NotFound(
+                f"{iso(t)} is in the future (it is {iso(now)}); {path} has no state "
+                f"then yet; {_hint(path)}"
+            )
         first_time = min(bases[0].time, records[0].time if records else bases[0].time)
         if t < first_time:
-            raise NotFound(f"{iso(t)} is before the first version of {path} ({iso(bases[0].time)})")
-        newest = max(bases[-1].time, records[-1].time if records else 0.0)
-        if t > newest:
             raise NotFound(
-                f"{iso(t)} is after the last record of {path} ({iso(newest)}); "
-                "restore without --at for the newest state"
+                f"{iso(t)} is before the first version of {path} ({iso(bases[0].time)}); "
+                f"{_hint(path)}"
             )
         before = [r for r in records if r.time <= t]
         upto = before[-1].seq if before else 0
         upto = max(upto, max((m.journal_seq for m in bases if m.time <= t), default=0))
-        when, label = t, iso(t) or ""
+        # The state at t is the one after the last record at or before t: name that
+        # record (for a capture without the library, the capture point that answered).
+        at_rec = next((r for r in reversed(before) if r.seq == upto), None)
+        point = f"seq {upto}" + (f", recorded {iso(at_rec.time)}" if at_rec else "")
+        if upto >= last_seq:
+            label = f"{iso(t)}: the newest state ({point}; nothing was recorded after it)"
+        else:
+            label = f"{iso(t)}: the state after {point}"
+        when = t
     candidates = [m for m in bases if m.journal_seq <= upto]
     if not candidates:
         raise NotFound(f"no version of {path} is old enough to rebuild {label}")
@@ -135,6 +165,14 @@ def resolve(
             raise NotFound(
                 f"the journal of {path} before record {first_kept} is gone; {label} can no "
                 "longer be rebuilt (retention)"
+            )
+        valid = _valid_upto(records, base.journal_seq)
+        if valid < upto:
+            # A damaged or missing stretch: replay never crosses it, nor guesses.
+            raise RestoreError(
+                f"the journal of {path} is valid only up to record {valid} after version "
+                f"{base.id} (record {valid + 1} is damaged or missing); {label} cannot be "
+                f"rebuilt; {_hint(path)}"
             )
     return Moment(base, upto, when, label)
 
@@ -148,7 +186,13 @@ def rebuild_into(repo: Repository, moment: Moment, jdir: Path | None, fd: int) -
             n = os.pwrite(fd, view, offset)
             view, offset = view[n:], offset + n
     if moment.replays and jdir is not None:
-        replay_into_file(
+        last = replay_into_file(
             fd, iter_records(jdir, start_seq=moment.base.journal_seq + 1), upto_seq=moment.upto_seq
         )
+        if (last or moment.base.journal_seq) != moment.upto_seq:
+            # The journal changed under us (damaged, dropped): never a shorter replay.
+            raise RestoreError(
+                f"the journal of {moment.base.path} ends at record "
+                f"{last or moment.base.journal_seq}, before {moment.label}"
+            )
     return os.fstat(fd).st_size
