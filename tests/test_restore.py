@@ -257,3 +257,61 @@ def test_status_counts_the_version_kept_by_restore(daemon: Daemon, files: Path) 
     wait_until(lambda: daemon.client.history(f)[-1]["cause"] == "close", what="close version")
     wait_until(lambda: daemon.client.status(f)["job_kind"] is None, what="idle entry")
     assert daemon.client.status(f)["versions"] == len(daemon.client.history(f))
+
+
+def test_in_place_restore_keeps_hard_links(daemon: Daemon, files: Path) -> None:
+    f = files / "linked.txt"
+    v1, v2 = protected_two_versions(daemon, f)
+    other = files.parent / "other-dir"
+    other.mkdir()
+    link = other / "second-name.txt"
+    os.link(f, link)
+    ino = os.stat(f).st_ino
+    r = daemon.cli("restore", str(f), "--version", v1["id"])
+    assert r.returncode == 0, r.stderr
+    assert_is_v1(f)
+    assert link.read_bytes() == b"version one\n"
+    st = os.stat(f)
+    assert (st.st_ino, st.st_nlink) == (ino, 2) and os.stat(link).st_ino == ino
+    kept = [v for v in history(daemon, f) if v["cause"] == "restore"]
+    assert [k["hash"] for k in kept] == [v2["hash"]]
+    assert not [n for n in os.listdir(files) if "filetwin" in n]
+
+
+def test_sparse_file_restores_sparse(daemon: Daemon, files: Path) -> None:
+    f = files / "sparse.img"
+    size, data_at = 100 << 20, 50 << 20
+    data = os.urandom(1 << 20)
+    with f.open("wb") as fh:
+        fh.truncate(size)
+        fh.seek(data_at)
+        fh.write(data)
+    assert os.stat(f).st_blocks * 512 < 2 << 20, "the file system made no hole"
+    assert daemon.cli("add", str(f)).returncode == 0
+    v1 = history(daemon, f)[0]
+    with f.open("r+b") as fh:  # a second version, written in place
+        fh.seek(10 << 20)
+        fh.write(b"x" * 4096)
+    wait_until(lambda: len(daemon.client.history(f)) == 2, what="the close version")
+
+    def check(p: Path) -> None:
+        st = os.stat(p)
+        assert st.st_size == size
+        assert st.st_blocks * 512 < 2 << 20, f"{p} restored with {st.st_blocks} blocks"
+        with p.open("rb") as fh:
+            fh.seek(data_at)
+            assert fh.read(len(data)) == data
+        assert b3(p.read_bytes()) == v1["hash"]
+
+    copy = files.parent / "sparse-copy.img"
+    r = daemon.cli("restore", str(f), "--version", v1["id"], "--to", str(copy))
+    assert r.returncode == 0, r.stderr
+    check(copy)
+    r = daemon.cli("restore", str(f), "--version", v1["id"])
+    assert r.returncode == 0, r.stderr
+    check(f)
+    os.link(f, files.parent / "sparse-link.img")  # in place into the inode: holes kept too
+    r = daemon.cli("restore", str(f), "--version", history(daemon, f)[1]["id"])
+    assert r.returncode == 0, r.stderr
+    assert os.stat(f).st_blocks * 512 < 2 << 20
+    assert os.stat(f).st_nlink == 2

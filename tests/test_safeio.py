@@ -216,3 +216,53 @@ def test_open_protected(tmp_path: Path) -> None:
         open_protected(str(tmp_path / "d" / "absent"))
     with pytest.raises(FileNotFoundError):
         open_protected(str(tmp_path / "nodir" / "absent"))
+
+
+def test_write_sparse_and_punch_keep_holes(tmp_path: Path) -> None:
+    from filetwin.safeio import punch_zero_blocks, write_sparse
+
+    zeros = bytes(8 << 20)
+    chunks = [zeros, b"\0" * 100 + b"data" + b"\0" * 5000, zeros, b"tail", zeros]
+    want = b"".join(chunks)
+    out = tmp_path / "sparse"
+    fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        assert write_sparse(fd, chunks) == len(want)
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == want
+    assert os.stat(out).st_blocks * 512 <= 64 << 10
+    dense = tmp_path / "dense"
+    dense.write_bytes(want)
+    assert os.stat(dense).st_blocks * 512 >= len(want)
+    fd = os.open(dense, os.O_RDWR)
+    try:
+        punch_zero_blocks(fd, len(want))
+    finally:
+        os.close(fd)
+    assert dense.read_bytes() == want
+    assert os.stat(dense).st_blocks * 512 <= 64 << 10
+
+
+def test_keep_links_writes_into_the_inode_only_after_fill_succeeds(tmp_path: Path) -> None:
+    target = tmp_path / "f.txt"
+    target.write_bytes(b"old content")
+    link = tmp_path / "link.txt"
+    os.link(target, link)
+    ino = target.stat().st_ino
+
+    def failing() -> Iterator[bytes]:
+        yield b"partial"
+        raise RepositoryError("chunk missing")
+
+    with pytest.raises(RepositoryError):
+        replace_file(str(target), failing(), META, keep_links=True)
+    assert target.read_bytes() == link.read_bytes() == b"old content"
+    assert replace_file(str(target), [b"new"], META, keep_links=True) == 3
+    assert target.read_bytes() == link.read_bytes() == b"new"
+    st = target.stat()
+    assert (st.st_ino, st.st_nlink, stat.S_IMODE(st.st_mode)) == (ino, 2, 0o640)
+    assert entries(tmp_path) == ["f.txt", "link.txt"]
+    # Without keep_links (another destination) the link is replaced, not written through.
+    replace_file(str(link), [b"other"], META)
+    assert target.read_bytes() == b"new" and link.read_bytes() == b"other"
