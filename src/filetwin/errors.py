@@ -80,8 +80,30 @@ class CorruptObject(RepositoryError):
     retryable = False
 
 
+class SourceError(FiletwinError):
+    """The protected file itself failed: reading (or writing) the user's file hit
+    an I/O error. Only this kind of error may lead to healing the file; an
+    error of filetwin's own storage (RepositoryError, StateError) never does.
+    ``errno`` keeps the OS error number (EIO must stay visible)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class StateError(FiletwinError):
+    """The state directory (management table, event log, journals) could not be
+    written: a full disk, an I/O error, too many open files."""
+
+    http_status = 507
+    retryable = True
+
+
 class JobFailed(FiletwinError):
-    """A backup or recovery job failed (after its retries, if any)."""
+    """A job failed for a reason of its own (its worker died, an unexpected OS
+    error in it): running it again may succeed."""
+
+    retryable = True
 
 
 class JobTimeout(JobFailed):
@@ -113,6 +135,8 @@ ERROR_TYPES: dict[str, type[FiletwinError]] = {
         RepositoryError,
         ObjectNotFound,
         CorruptObject,
+        SourceError,
+        StateError,
         JobFailed,
         JobTimeout,
         UnsafePath,
@@ -121,6 +145,9 @@ ERROR_TYPES: dict[str, type[FiletwinError]] = {
 }
 
 
-def error_from(type_name: object, message: str) -> FiletwinError:
+def error_from(type_name: object, message: str, errno: int | None = None) -> FiletwinError:
     """The exception an error answer (from a worker or the daemon) names."""
-    return ERROR_TYPES.get(str(type_name), FiletwinError)(message)
+    cls = ERROR_TYPES.get(str(type_name), FiletwinError)
+    if issubclass(cls, SourceError):
+        return cls(message, errno)
+    return cls(message)

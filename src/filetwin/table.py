@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import Conflict, NotFound, RepositoryError
+from .errors import Conflict, NotFound, StateError
 from .policy import Policy
 from .timefmt import iso
 
@@ -26,10 +26,10 @@ CREATE TABLE IF NOT EXISTS entries (
     recovery_mode TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'watching',       -- watching | paused | missing | error
     pending_change TEXT NOT NULL DEFAULT 'none',  -- none | add | update | pause | resume | delete
-    job_kind TEXT,                                -- backup | checkpoint | recovery
+    job_kind TEXT,             -- backup | checkpoint | capture | recovery | restore | verify
     job_started_at REAL,
     worker_pid INTEGER,
-    last_result TEXT,                             -- ok | failed | timeout
+    last_result TEXT,                             -- ok | failed | timeout | interrupted
     last_error TEXT,
     retries INTEGER NOT NULL,
     timeout_s REAL,
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS entries (
     versions INTEGER NOT NULL DEFAULT 0,
     purge INTEGER NOT NULL DEFAULT 0,
     sync_mode TEXT NOT NULL DEFAULT 'batch',       -- on-write: always | batch
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    last_job_kind TEXT                             -- the kind of the last job that ended
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -81,7 +82,11 @@ ENTRY_FIELDS = [
     "backup_mode",
     "recovery_mode",
     "sync_mode",
+    "last_job_kind",
 ]
+
+#: columns added after the first release: (name, declaration), added at open
+MIGRATIONS = [("last_job_kind", "TEXT")]
 
 
 def as_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -110,29 +115,43 @@ class Table:
             # loss after the next checkpoint; versions themselves are in the repository.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(entries)")}
+            for name, decl in MIGRATIONS:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE entries ADD COLUMN {name} {decl}")
             self._status_columns = [
                 r[1] for r in self.db.execute("PRAGMA table_info(entries)") if r[1] != "purge"
             ]
         except sqlite3.Error as e:
-            raise RepositoryError(f"cannot open the management table {path}: {e}") from e
+            raise StateError(f"cannot open the management table {path}: {e}") from e
+
+    def _exec(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        """Run one statement; a failure of the database (a full or failing state
+        directory) is a StateError. Integrity errors go to the caller."""
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as e:
+            raise StateError(f"the management table {self.path} cannot be used: {e}") from e
 
     def close(self) -> None:
         self.db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        self._exec("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._exec("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        self._exec("COMMIT")
 
     # entries -----------------------------------------------------------
     def add(self, path: str, policy: Policy, repository: str) -> dict[str, Any]:
         try:
-            self.db.execute(
+            self._exec(
                 "INSERT INTO entries (path, backup_mode, recovery_mode, retries, timeout_s, keep,"
                 " sync_mode, repository, state, pending_change, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'watching', 'add', ?)",
@@ -153,7 +172,7 @@ class Table:
         return self.require(path)
 
     def get(self, path: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM entries WHERE path = ?", (path,)).fetchone()
+        row = self._exec("SELECT * FROM entries WHERE path = ?", (path,)).fetchone()
         return dict(row) if row else None
 
     def require(self, path: str) -> dict[str, Any]:
@@ -193,19 +212,21 @@ class Table:
         db = sqlite3.connect(self.path, timeout=10)
         try:
             row = db.execute(sql).fetchone()
+        except sqlite3.Error as e:
+            raise StateError(f"the management table {self.path} cannot be read: {e}") from e
         finally:
             db.close()
         return str(row[0]) if row and row[0] is not None else "[]"
 
     def all(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM entries ORDER BY path")]
+        return [dict(r) for r in self._exec("SELECT * FROM entries ORDER BY path")]
 
     def set(self, path: str, **fields: Any) -> None:
         for key in fields:
             if key not in ENTRY_FIELDS:
                 raise ValueError(f"not an entry field: {key}")
         assignments = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(
+        self._exec(
             f"UPDATE entries SET {assignments} WHERE path = ?", (*fields.values(), path)
         )
 
@@ -218,7 +239,7 @@ class Table:
         self.set(path, job_kind=None, worker_pid=None, job_started_at=None, **result)
 
     def delete(self, path: str) -> None:
-        self.db.execute("DELETE FROM entries WHERE path = ?", (path,))
+        self._exec("DELETE FROM entries WHERE path = ?", (path,))
 
     @staticmethod
     def policy_of(row: dict[str, Any]) -> Policy:
@@ -234,7 +255,7 @@ class Table:
     # events ------------------------------------------------------------
     def add_event(self, path: str | None, kind: str, ok: bool, message: str) -> dict[str, Any]:
         now = self.clock()
-        cur = self.db.execute(
+        cur = self._exec(
             "INSERT INTO events (time, path, kind, ok, message) VALUES (?, ?, ?, ?, ?)",
             (now, path, kind, int(ok), message),
         )
@@ -260,4 +281,4 @@ class Table:
             newest = sql.replace("ORDER BY id", "ORDER BY id DESC")
             sql = f"SELECT * FROM ({newest} LIMIT ?) ORDER BY id"
             args.append(limit)
-        return [dict(r) for r in self.db.execute(sql, args)]
+        return [dict(r) for r in self._exec(sql, args)]

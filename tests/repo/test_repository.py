@@ -12,7 +12,7 @@ import pytest
 from blake3 import blake3
 
 from filetwin.backends import LocalBackend
-from filetwin.errors import NotFound, RepositoryError, RestoreError, UsageError
+from filetwin.errors import NotFound, RepositoryError, RestoreError, SourceError, UsageError
 from filetwin.repo import Manifest, Repository, entry_key
 from filetwin.repo.chunks import chunk_name
 
@@ -130,11 +130,14 @@ def test_unchanged_flag(repo: Repository, tmp_path: Path) -> None:
 
 
 def test_read_errors(repo: Repository, tmp_path: Path) -> None:
-    with pytest.raises(RepositoryError, match="cannot read") as info:
+    # Errors of the file being stored are SourceErrors, never RepositoryErrors:
+    # only the former may lead to healing the file.
+    with pytest.raises(SourceError, match="cannot read") as info:
         repo.store_file(tmp_path / "missing", "manual")
+    assert not isinstance(info.value, RepositoryError)
     assert getattr(info.value, "errno", None) == errno.ENOENT
     os.symlink(tmp_path / "x", tmp_path / "link")
-    with pytest.raises(RepositoryError, match="cannot read"):
+    with pytest.raises(SourceError, match="cannot read"):
         repo.store_file(tmp_path / "link", "manual")  # O_NOFOLLOW
     with pytest.raises(UsageError, match="not a regular file"):
         repo.store_file(tmp_path, "manual")

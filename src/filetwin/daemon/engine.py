@@ -17,14 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backends import open_backend
+from ..capture.leases import ignore_lease_breaks, open_for_writing
 from ..capture.watcher import Watcher
 from ..config import Config
 from ..errors import (
     FiletwinError,
-    JobFailed,
-    JobTimeout,
     NotFound,
-    error_from,
+    SourceError,
+    StateError,
 )
 from ..heal import IO_ERRNOS
 from ..policy import Policy, scaled_timeout
@@ -34,6 +34,7 @@ from .entrypaths import validate_new_paths
 from .gate import Gate
 from .healer import Healer
 from .hooks import run_hook
+from .jobs import Abandon, Done, Job, JobRunner
 from .onwrite import OnWrite
 from .pool import WorkerPool
 from .supervisor import Supervisor
@@ -43,6 +44,8 @@ log = logging.getLogger("filetwin.engine")
 #: how many times a job whose file changed while it was read is run again
 #: before an explicit request commits what it read anyway
 UNSTABLE_RETRIES = 5
+#: what a backup job returns when the file changed while it was read
+_UNSTABLE: Any = object()
 
 
 class Engine:
@@ -56,6 +59,16 @@ class Engine:
         self.watcher = Watcher(self._on_fs_event)
         self.supervisors: dict[str, Supervisor] = {}
         self.gate = Gate()
+        self.jobs = JobRunner(
+            self.table,
+            self.pool,
+            self.gate,
+            self.emit,
+            config.retry_backoff_s,
+            stopping=lambda: self._stopping,
+        )
+        #: events the table could not store (state directory full), kept in order
+        self._unsaved_events: list[tuple[str | None, str, bool, str]] = []
         self.onwrite = OnWrite(self)
         self.healer = Healer(self)
         self._event_waiters: set[asyncio.Event] = set()
@@ -66,6 +79,7 @@ class Engine:
 
     # life cycle --------------------------------------------------------
     async def start(self) -> None:
+        ignore_lease_breaks()
         await self.pool.start()
         self.healer.start()
         self.onwrite.open_journals()
@@ -168,9 +182,23 @@ class Engine:
 
     # events ------------------------------------------------------------
     def emit(self, path: str | None, kind: str, ok: bool, message: str) -> None:
-        event = self.table.add_event(path, kind, ok, message)
+        """Record an event, wake followers, run the hook. Never raises: an event
+        the table cannot store now (state directory full) is logged, kept, and
+        stored before the next one; what it reports has happened all the same."""
         if not ok:
             log.warning("%s: %s", kind, message)
+        self._unsaved_events.append((path, kind, ok, message))
+        event: dict[str, Any] | None = None
+        try:
+            while self._unsaved_events:
+                event = self.table.add_event(*self._unsaved_events[0])
+                self._unsaved_events.pop(0)
+        except StateError as e:
+            log.error("event %s of %s not stored yet: %s", kind, path, e)
+            event = None
+        if event is None:
+            event = {"id": None, "time": self.clock(), "path": path, "kind": kind,
+                     "ok": int(ok), "message": message}  # fmt: skip
         for waiter in self._event_waiters:
             waiter.set()
         if self.config.on_event:
@@ -368,7 +396,6 @@ class Engine:
     ) -> Manifest | None:
         row = self.entry(path)
         policy = Table.policy_of(row)
-        attempt = 0
         unstable = 0
         while True:
             try:
@@ -384,113 +411,103 @@ class Engine:
                 row["state"] = "watching"
             self.watcher.drain()
             generation = sup.generation if sup is not None else 0
-            timeout = scaled_timeout(
-                policy.timeout_s, st.st_size, self.config.timeout_floor_s, self.config.timeout_rate
-            )
-            job = {
-                "kind": "prepare",
-                "path": path,
-                "cause": cause,
-                "repository": self.config.repository_location,
-                "stall_s": self.config.worker_stall_s,
-                # An on-write entry's version read from the live file stands for
-                # its journal so far (at add, resume, or with nothing journaled since).
-                "journal_seq": (
-                    self.onwrite.last_seq(path) if row["backup_mode"] == "on-write" else 0
-                ),
-            }
-            self.table.start_job(path, "backup")
-            error: FiletwinError
-            async with self.gate.shared():
-                try:
-                    answer = await self.pool.run(
-                        job, timeout, on_start=lambda pid: self.table.set(path, worker_pid=pid)
-                    )
-                except JobTimeout as e:
-                    result, error = "timeout", e
-                except JobFailed as e:
-                    result, error = "failed", e
-                else:
-                    if answer["ok"]:
-                        manifest = Manifest.from_json(answer["manifest"])
-                        self.watcher.drain()
-                        changed = sup is not None and sup.generation != generation
-                        if changed and (not explicit or unstable < UNSTABLE_RETRIES):
-                            # The file changed while it was read: what was read may be
-                            # torn. A newer close is queued; an explicit request reads again.
-                            unstable += 1
-                            self.table.end_job(path)
-                            if not explicit:
-                                return None
-                            continue
-                        if answer.get("suspect") and cause in ("close", "manual"):
-                            self.table.end_job(path)
-                            self._corrupt(
-                                path,
-                                row,
-                                "its content changed but its size and "
-                                "mtime did not (silent corruption); not stored",
-                            )
-                            if explicit:
-                                raise FiletwinError(
-                                    f"{path} looks corrupted: its content "
-                                    "changed without its mtime; run "
-                                    "`filetwin verify`"
-                                )
-                            return None
-                        manifest = await asyncio.to_thread(self.repo.commit, manifest)
-                        await self._after_commit(path, manifest, row)
-                        return manifest
-                    result = "failed"
-                    error = error_from(answer.get("type"), answer["error"])
-                    if answer.get("errno") in IO_ERRNOS:
-                        # A read error: the damaged content is never stored as a version.
-                        self.table.end_job(path, last_result="failed", last_error=str(error))
-                        self.emit(
-                            path,
-                            "read-error",
-                            False,
-                            f"reading {path} for a backup failed: {error}",
-                        )
-                        if row["recovery_mode"] == "auto":
-                            self.schedule_heal(path, f"read error while backing up: {error}")
-                        if explicit:
-                            raise error
-                        return None
-            self.table.end_job(path, last_result=result, last_error=str(error))
-            if attempt < policy.retries and not self._stopping:
-                attempt += 1
-                self.emit(
-                    path,
-                    "retry",
-                    False,
-                    f"backup of {path} {result} ({error}); retry {attempt} of {policy.retries}",
-                )
-                await asyncio.sleep(self.config.retry_backoff_s * 2 ** (attempt - 1))
-                continue
-            kind = "timeout" if result == "timeout" else "backup-failed"
-            self.emit(
+            job = Job(
+                "backup",
                 path,
-                kind,
-                False,
-                f"backup of {path} {result} after {attempt + 1} attempt(s): {error}",
+                {
+                    "kind": "prepare",
+                    "path": path,
+                    "cause": cause,
+                    "repository": self.config.repository_location,
+                    "stall_s": self.config.worker_stall_s,
+                    # An on-write entry's version read from the live file stands for
+                    # its journal so far (at add, resume, or with nothing journaled since).
+                    "journal_seq": (
+                        self.onwrite.last_seq(path) if row["backup_mode"] == "on-write" else 0
+                    ),
+                },
+                scaled_timeout(
+                    policy.timeout_s,
+                    st.st_size,
+                    self.config.timeout_floor_s,
+                    self.config.timeout_rate,
+                ),
+                policy.retries,
             )
-            if explicit:
-                raise error
-            return None
 
-    async def _after_commit(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
+            async def finish(
+                answer: dict[str, Any], generation: int = generation, unstable: int = unstable
+            ) -> Done[Manifest | None]:
+                manifest = Manifest.from_json(answer["manifest"])
+                self.watcher.drain()
+                changed = sup is not None and sup.generation != generation
+                if changed and (not explicit or unstable < UNSTABLE_RETRIES):
+                    # The file changed while it was read: what was read may be
+                    # torn. A newer close is queued; an explicit request reads again.
+                    raise Abandon(_UNSTABLE)
+                # A write came after the last close and the writer still holds
+                # the file (open O_TRUNC, then a pause): a mid-save state is never
+                # a version. Its close starts the next job.
+                if not explicit and sup is not None and sup.writing:
+                    held: bool | None = await asyncio.to_thread(open_for_writing, path)
+                    if held:
+                        raise Abandon(None)
+                if answer.get("suspect") and cause in ("close", "manual"):
+                    self._corrupt(
+                        path,
+                        row,
+                        "its content changed but its size and "
+                        "mtime did not (silent corruption); not stored",
+                    )
+                    if explicit:
+                        raise FiletwinError(
+                            f"{path} looks corrupted: its content changed without its "
+                            "mtime; run `filetwin verify`"
+                        )
+                    raise Abandon(None)
+                manifest = await asyncio.to_thread(self.repo.commit, manifest)
+                return Done(manifest, self._committed_fields(path, manifest))
+
+            try:
+                manifest = await self.jobs.run(job, finish)
+            except SourceError as e:
+                # The protected file failed to read: its damaged content is never
+                # stored; an auto entry is healed from its twin.
+                if e.errno in IO_ERRNOS:
+                    self.emit(path, "read-error", False, f"reading {path} for a backup failed: {e}")
+                    if row["recovery_mode"] == "auto":
+                        self.schedule_heal(path, f"read error while backing up: {e}")
+                if explicit:
+                    raise
+                return None
+            except FiletwinError:
+                # Chunks stored by the failed attempts are referenced by nothing.
+                self._schedule_gc()
+                if explicit:
+                    raise
+                return None
+            if manifest is _UNSTABLE:
+                unstable += 1
+                if not explicit:
+                    return None
+                continue
+            if manifest is not None:
+                await self._announce(path, manifest, row)
+            return manifest
+
+    def _committed_fields(self, path: str, manifest: Manifest) -> dict[str, Any]:
+        """The table fields a committed version sets."""
         current = self.table.get(path)
-        self.table.end_job(
-            path,
-            last_result="ok",
-            last_error=None,
-            last_version=manifest.id,
-            last_backup_at=manifest.time,
-            last_good_hash=manifest.hash,
-            size=manifest.size,
-            versions=(current["versions"] if current else 0) + 1,
-        )
+        return {
+            "last_version": manifest.id,
+            "last_backup_at": manifest.time,
+            "last_good_hash": manifest.hash,
+            "size": manifest.size,
+            "versions": (current["versions"] if current else 0) + 1,
+        }
+
+    async def _announce(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
+        """The event of a committed version, then the entry's retention."""
         same = " (same content as the previous version)" if manifest.unchanged else ""
         self.emit(
             path,
@@ -500,6 +517,12 @@ class Engine:
             f"cause {manifest.cause}{same}",
         )
         await self._retain(path, row["keep"])
+
+    async def _after_commit(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
+        """Record a version committed outside the job runner (on-write checkpoints)."""
+        fields = self._committed_fields(path, manifest)
+        self.jobs.end(path, "checkpoint", last_result="ok", last_error=None, **fields)
+        await self._announce(path, manifest, row)
 
     async def _retain(self, path: str, keep: int) -> None:
         """Apply the entry's retention and recount its versions."""
@@ -536,23 +559,37 @@ class Engine:
     async def restore(
         self, path: str, version: str | None, at: str | None, to: str | None
     ) -> dict[str, Any]:
-        job = {
-            "kind": "restore",
-            "path": path,
-            "version": version,
-            "at": at,
-            "to": to,
-            "repository": self.config.repository_location,
-            "aside_dir": str(self.config.aside_dir),
-            "journal_dir": str(self.onwrite.journals.directory(path)),
-        }
-        async with self.gate.shared():
-            answer = await self.pool.run(job, timeout=3600)
-        if not answer["ok"]:
-            err = error_from(answer.get("type"), answer["error"])
-            self.emit(path, "restore", False, f"restore of {path} failed: {err}")
-            raise err
-        result: dict[str, Any] = answer["result"]
+        """Rebuild a version or moment of ``path`` in place or at ``to``, as a job
+        of the entry (shown in status, under its deadline, retried)."""
+        row = self.table.get(path)
+        policy = Table.policy_of(row) if row is not None else None
+        job = Job(
+            "restore",
+            path,
+            {
+                "kind": "restore",
+                "path": path,
+                "version": version,
+                "at": at,
+                "to": to,
+                "repository": self.config.repository_location,
+                "aside_dir": str(self.config.aside_dir),
+                "journal_dir": str(self.onwrite.journals.directory(path)),
+                "stall_s": self.config.worker_stall_s,
+            },
+            scaled_timeout(
+                policy.timeout_s if policy is not None else None,
+                (row["size"] or 0) if row is not None else 0,
+                self.config.timeout_floor_s,
+                self.config.timeout_rate,
+            ),
+            policy.retries if policy is not None else 0,
+        )
+
+        async def finish(answer: dict[str, Any]) -> Done[dict[str, Any]]:
+            return Done(answer["result"])
+
+        result = await self.jobs.run(job, finish)
         if result["kept_version"] and self.table.get(path) is not None:
             # The worker stored the replaced content as a version: count it.
             count = len(await asyncio.to_thread(self.repo.version_names, path))

@@ -13,9 +13,10 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, FiletwinError, JobFailed, JobTimeout, error_from
+from ..errors import Conflict, FiletwinError
 from ..policy import scaled_timeout
 from ..table import Table
+from .jobs import Done, Job
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -27,6 +28,8 @@ class Healer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._scrub: asyncio.Task[None] | None = None
+        #: the heal running for each entry (a second trigger waits for it)
+        self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def start(self) -> None:
         if self.engine.config.scrub_interval_s > 0:
@@ -81,6 +84,20 @@ class Healer:
                 self.engine.table.set(path, recovery_requested=0)
 
     async def heal(self, path: str, reason: str) -> dict[str, Any]:
+        """Heal ``path`` now; at most one heal per entry runs at a time: a trigger
+        that comes while one runs waits for that heal and gets its result."""
+        running = self._running.get(path)
+        if running is not None and not running.done():
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._heal(path, reason))
+        self._running[path] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and self._running.get(path) is task:
+                del self._running[path]
+
+    async def _heal(self, path: str, reason: str) -> dict[str, Any]:
         """Run the recovery job with the entry's retries and deadline."""
         engine = self.engine
         sup = engine.supervisors.get(path)
@@ -90,87 +107,65 @@ class Healer:
             policy = Table.policy_of(row)
             if row["backup_mode"] == "on-write":
                 await engine.onwrite.journals.sync(path)
-            attempt = 0
-            while True:
-                engine.table.start_job(path, "recovery")
-                timeout = scaled_timeout(
+            job = Job(
+                "recovery",
+                path,
+                self._job("heal", path),
+                scaled_timeout(
                     policy.timeout_s,
                     row["size"] or 0,
                     engine.config.timeout_floor_s,
                     engine.config.timeout_rate,
-                )
-                error: FiletwinError
-                async with engine.gate.shared():
-                    try:
-                        answer = await engine.pool.run(
-                            self._job("heal", path),
-                            timeout,
-                            on_start=lambda pid: engine.table.set(path, worker_pid=pid),
-                        )
-                    except (JobTimeout, JobFailed) as e:
-                        answer = {"ok": False, "error": str(e), "type": type(e).__name__}
-                result = "timeout" if answer.get("type") == "JobTimeout" else "failed"
-                if answer["ok"]:
-                    healed: dict[str, Any] = answer["result"]
-                    engine.table.end_job(path, last_result="ok", last_error=None)
-                    # The rename that healed the file is not a change to journal.
-                    engine.onwrite.api_dirty.add(path)
-                    where = (
-                        f"; the damaged copy is in {healed['quarantined']}"
-                        if healed["quarantined"]
-                        else ""
-                    )
-                    seq = healed["journal_seq"]
-                    journal = f" and its journal up to record {seq}" if seq else ""
-                    bad = (
-                        f" ({len(healed['unreadable'])} unreadable block(s) in it)"
-                        if healed["unreadable"]
-                        else ""
-                    )
-                    engine.emit(
-                        path,
-                        "healed",
-                        True,
-                        f"healed {path} ({reason}) from version {healed['version']}"
-                        f"{journal}{where}{bad}",
-                    )
-                    return healed
-                error = error_from(answer.get("type"), answer["error"])
-                engine.table.end_job(path, last_result=result, last_error=str(error))
-                if attempt < policy.retries:
-                    attempt += 1
-                    engine.emit(
-                        path,
-                        "retry",
-                        False,
-                        f"heal of {path} {result} ({error}); retry {attempt} of {policy.retries}",
-                    )
-                    await asyncio.sleep(engine.config.retry_backoff_s * 2 ** (attempt - 1))
-                    continue
-                engine.emit(
-                    path,
-                    "heal-failed",
-                    False,
-                    f"heal of {path} {result} after {attempt + 1} attempt(s): {error}",
-                )
-                raise error
+                ),
+                policy.retries,
+            )
+
+            async def finish(answer: dict[str, Any]) -> Done[dict[str, Any]]:
+                return Done(answer["result"])
+
+            healed = await engine.jobs.run(job, finish)
+            # The rename that healed the file is not a change to journal.
+            engine.onwrite.api_dirty.add(path)
+            where = (
+                f"; the damaged copy is in {healed['quarantined']}" if healed["quarantined"] else ""
+            )
+            seq = healed["journal_seq"]
+            journal = f" and its journal up to record {seq}" if seq else ""
+            bad = (
+                f" ({len(healed['unreadable'])} unreadable block(s) in it)"
+                if healed["unreadable"]
+                else ""
+            )
+            engine.emit(
+                path,
+                "healed",
+                True,
+                f"healed {path} ({reason}) from version {healed['version']}{journal}{where}{bad}",
+            )
+            return healed
 
     async def verify(self, path: str) -> dict[str, Any]:
         """Compare the live file with its newest state; heal it if it is auto."""
         engine = self.engine
         row = engine.entry(path)
-        answer = await engine.pool.run(
+        job = Job(
+            "verify",
+            path,
             self._job("verify", path),
-            timeout=scaled_timeout(
+            scaled_timeout(
                 row["timeout_s"],
                 row["size"] or 0,
                 engine.config.timeout_floor_s,
                 engine.config.timeout_rate,
             ),
+            row["retries"],
+            gated=False,
         )
-        if not answer["ok"]:
-            raise error_from(answer.get("type"), answer["error"])
-        report: dict[str, Any] = answer["result"]
+
+        async def finish(answer: dict[str, Any]) -> Done[dict[str, Any]]:
+            return Done(answer["result"])
+
+        report = await engine.jobs.run(job, finish)
         report["recovery_mode"] = row["recovery_mode"]
         report["healed"] = False
         if report["status"] == "corrupt":

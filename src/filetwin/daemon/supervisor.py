@@ -15,6 +15,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from inotify_simple import flags as F
+
 from ..capture.watcher import CHANGED, GONE, MODIFIED
 from ..errors import FiletwinError
 
@@ -41,6 +43,9 @@ class Supervisor:
         self.on_write = row is not None and row["backup_mode"] == "on-write"
         self._closed = False
         self._quiet: asyncio.TimerHandle | None = None
+        #: a write was seen since the file was last closed after writing or
+        #: renamed over: a program may be in the middle of a save
+        self.writing = False
 
     def start(self) -> None:
         # A directory that is gone now is looked for by _run until it is back.
@@ -64,6 +69,10 @@ class Supervisor:
     def on_event(self, mask: int) -> None:
         if mask & MODIFIED:
             self.generation += 1
+        if mask & (CHANGED | GONE):
+            self.writing = False
+        elif mask & F.MODIFY:
+            self.writing = True
         if self.on_write:
             if mask & CHANGED:
                 self._closed = True

@@ -97,10 +97,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "errno": getattr(e, "errno", None),
         }
     except OSError as e:
+        # Reads of the protected file raise SourceError and stores RepositoryError:
+        # an OSError that is neither is the job's own (worth another try).
         return {
             "ok": False,
             "error": f"{e.filename or ''}: {e.strerror}".lstrip(": "),
-            "type": "FiletwinError",
+            "type": "JobFailed",
             "errno": e.errno,
         }
     except Exception as e:  # a bug: report it rather than kill the worker

@@ -30,7 +30,14 @@ from typing import Any
 import blake3
 
 from filetwin.backends.base import Backend
-from filetwin.errors import CorruptObject, NotFound, ObjectNotFound, RestoreError, UsageError
+from filetwin.errors import (
+    CorruptObject,
+    NotFound,
+    ObjectNotFound,
+    RestoreError,
+    SourceError,
+    UsageError,
+)
 from filetwin.repo.chunks import (
     chunk_id,
     chunk_name,
@@ -155,12 +162,19 @@ STORE_WINDOW = 16
 class _FdReader:
     """readinto() over an fd with pread: leaves the caller's file offset alone."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
+        self.path = path
         self.offset = 0
 
     def readinto(self, buf: memoryview) -> int:
-        n = os.preadv(self.fd, [buf], self.offset)
+        try:
+            n = os.preadv(self.fd, [buf], self.offset)
+        except OSError as e:
+            # The protected file failed, not the repository: only this may heal it.
+            raise SourceError(
+                f"cannot read {self.path} at byte {self.offset}: {e.strerror or e}", e.errno
+            ) from e
         self.offset += n
         return n
 
@@ -193,8 +207,9 @@ class Repository:
         makes the file look newer than this version; ``size`` is the number of
         bytes actually read, so size, hash and chunks always agree.  The file is
         streamed through the chunker, never loaded whole.  Raises UsageError for
-        a bad cause or a non-regular file, and RepositoryError("cannot read
-        PATH: ...") with ``.errno`` set when reading fails.
+        a bad cause or a non-regular file, SourceError (with ``.errno``) when
+        reading the file fails, and RepositoryError when storing a chunk fails:
+        the caller must tell the two apart (only the first may heal the file).
         """
         if cause not in CAUSES:
             raise UsageError(f"unknown version cause {cause!r}; expected one of {sorted(CAUSES)}")
@@ -207,7 +222,7 @@ class Repository:
         except OSError as e:
             if own_fd and fd is not None:
                 os.close(fd)
-            raise os_error(f"cannot read {spath}", e) from e
+            raise SourceError(f"cannot read {spath}: {e.strerror or e}", e.errno) from e
         try:
             if not stat.S_ISREG(st.st_mode):
                 raise UsageError(f"{spath} is not a regular file")
@@ -220,7 +235,7 @@ class Repository:
             try:
                 with ThreadPoolExecutor(STORE_THREADS) as pool:
                     try:
-                        for chunk in new_chunker().cut_stream(_FdReader(fd)):
+                        for chunk in new_chunker().cut_stream(_FdReader(fd, spath)):
                             # chunk.data is only valid until the next chunk: copy it.
                             data = bytes(chunk.data)
                             hasher.update(data)
@@ -238,8 +253,9 @@ class Repository:
                                 with contextlib.suppress(BaseException):
                                     ids.append(f.result())
             except OSError as e:
+                # Reads of the file raise SourceError: an OSError here is the store's.
                 self._release(ids)
-                raise os_error(f"cannot read {spath}", e) from e
+                raise os_error(f"cannot store the chunks of {spath}", e) from e
             except BaseException:
                 self._release(ids)
                 raise
