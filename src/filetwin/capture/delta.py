@@ -17,6 +17,7 @@ from pathlib import Path
 import blake3
 
 from ..repo.durable import write_atomic
+from ..safeio import open_protected
 
 BLOCK = 4096
 DIGEST = 16
@@ -68,8 +69,13 @@ def diff_file(path: str, shadow: Path, emit: bool = True) -> Delta:
     With ``emit`` False (or no shadow yet) only the shadow is refreshed and
     the delta is empty: the caller already knows the content (a first
     version, or writes reported through the API).
+
+    Raises UnsafePath when a symlink or a non-regular file is at ``path`` or in
+    one of its directories (the shadow is then left as it was).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    # No-follow and fd-relative from "/": a symlink a user planted at the name (or in
+    # a parent) is refused (UnsafePath), never read through, also as root.
+    fd = open_protected(path)
     try:
         mtime_ns = os.fstat(fd).st_mtime_ns
         chunks = []

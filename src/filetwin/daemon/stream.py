@@ -3,7 +3,9 @@
 One HTTP request per write would throttle a busy application, so writes go
 over a plain stream (what ``filetwin.open`` uses; any language can):
 
-1. the client sends one JSON line: ``{"path": "/abs/path"}\\n``;
+1. the client sends one JSON line: ``{"path": "/abs/path"}\\n``, optionally with
+   ``"retries": N`` (0..10): a failed journal append of a frame is tried again
+   on a reopened journal up to N times before it is answered with an error;
 2. the daemon answers one JSON line: ``{"ok": true, "seq": LAST, "sync": MODE}``,
    or ``{"ok": false, "error": ..., "type": ...}`` and closes;
 3. then frames: ``kind u8, offset u64, length u32`` (little endian) and
@@ -43,7 +45,7 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return int(struct.unpack("3i", creds)[1])
 
 
-async def _hello(engine: Engine, reader: asyncio.StreamReader) -> str:
+async def _hello(engine: Engine, reader: asyncio.StreamReader) -> tuple[str, int]:
     line = await reader.readline()
     try:
         hello = json.loads(line)
@@ -51,9 +53,12 @@ async def _hello(engine: Engine, reader: asyncio.StreamReader) -> str:
         raise UsageError(f"the first line must be JSON: {e}") from e
     if not isinstance(hello, dict) or not isinstance(hello.get("path"), str):
         raise UsageError('the first line must be {"path": "/absolute/path"}')
+    retries = hello.get("retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
+        raise UsageError(f"retries must be a count from 0 to 10, not {retries!r}")
     path = entry_path(hello["path"], engine.table)
     engine.onwrite._row(path)  # refuses on-close and paused entries
-    return path
+    return path, retries
 
 
 async def serve_stream(
@@ -63,7 +68,7 @@ async def serve_stream(
         uid = _peer_uid(writer)
         if uid is None or uid not in (0, os.geteuid()):
             raise PermissionDenied(f"uid {uid} may not use this daemon's write stream")
-        path = await _hello(engine, reader)
+        path, retries = await _hello(engine, reader)
         row = engine.entry(path)
         writer.write(
             json.dumps(
@@ -100,6 +105,7 @@ async def serve_stream(
                     offset,
                     payload if name == "write" else b"",
                     name=payload.decode() if name == "mark" else "",
+                    retries=retries,
                 )
             except (FiletwinError, UnicodeDecodeError) as e:
                 message = str(e).encode()
