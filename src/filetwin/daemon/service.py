@@ -37,10 +37,15 @@ log = logging.getLogger("filetwin.daemon")
 
 #: API connections served at once, at most (the fd limit may lower it)
 API_MAX_CONNECTIONS = 256
+#: the listening socket's backlog, also the most connections accepted in one go
+API_BACKLOG = 32
 #: descriptors kept for jobs, workers, the watcher, SQLite and journals
 FD_RESERVE = 96
 #: an API connection with no request in progress is closed after this long
 API_IDLE_TIMEOUT_S = 15.0
+#: refused connections kept open until their request arrives, at most, and how long
+BUSY_POLITE = 16
+BUSY_LINGER_S = 1.0
 #: an identical error from the event loop is logged at most this often
 LOG_REPEAT_S = 10.0
 
@@ -65,8 +70,13 @@ def open_fd_count() -> int:
 
 
 def api_connection_cap(fd_limit: int, in_use: int) -> int:
-    """API connections to serve at once: half of what is left after the reserve."""
-    spare = fd_limit - in_use - FD_RESERVE
+    """API connections to serve at once: half of what is left after the reserve.
+
+    Left aside: the reserve, one burst of accepts (asyncio accepts up to the
+    backlog in one go before any protocol runs) and the refused connections
+    that wait for their request to be answered 503.
+    """
+    spare = fd_limit - in_use - FD_RESERVE - API_BACKLOG - BUSY_POLITE
     return max(4, min(API_MAX_CONNECTIONS, spare // 2))
 
 
@@ -82,15 +92,42 @@ _BUSY = (
 
 
 class _Busy(asyncio.Protocol):
-    """A connection past the cap: answered 503 and closed at once, holding no fd."""
+    """A connection past the cap: answered 503 and closed.
+
+    The answer is sent at once and the connection closed when the request
+    arrives (or after BUSY_LINGER_S), so that the client reads the answer
+    instead of a reset; past BUSY_POLITE such connections at a time, it is
+    closed at once, holding no descriptor.
+    """
+
+    polite = 0
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         transport.write(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY)
         )
-        transport.close()
+        if _Busy.polite >= BUSY_POLITE:
+            transport.close()
+            return
+        _Busy.polite += 1
+        self.timer = asyncio.get_running_loop().call_later(BUSY_LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+            _Busy.polite -= 1
 
 
 class _RateLimitedLoopErrors:
@@ -114,28 +151,61 @@ class _RateLimitedLoopErrors:
         loop.default_exception_handler(context)
 
 
+class _Counted(asyncio.Protocol):
+    """An API connection: aiohttp's handler, counted from accept to close."""
+
+    def __init__(self, site: _CappedSite, inner: asyncio.Protocol) -> None:
+        self.site = site
+        self.inner = inner
+        site.active += 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.site.active -= 1
+        self.inner.connection_lost(exc)
+
+
 class _CappedSite(web.SockSite):
-    """The API's listening socket, serving at most ``cap`` connections at a time."""
+    """The API's listening socket, serving at most ``cap`` connections at a time.
+
+    Counted from the protocol factory on: asyncio accepts a burst of
+    connections before any of them reaches aiohttp's own bookkeeping.
+    """
 
     def __init__(self, runner: web.AppRunner, sock: socket.socket, cap: int) -> None:
-        super().__init__(runner, sock)
+        super().__init__(runner, sock, backlog=API_BACKLOG)
         self.cap = cap
+        self.active = 0
         self.refused = 0
 
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         assert server is not None
-        if len(server.connections) >= self.cap:
+        if self.active >= self.cap:
             self.refused += 1
             if self.refused == 1 or self.refused % 1000 == 0:
                 log.warning(
                     "API connection refused: %d are open, the cap is %d (%d refused so far)",
-                    len(server.connections),
+                    self.active,
                     self.cap,
                     self.refused,
                 )
             return _Busy()
-        return server()
+        return _Counted(self, server())
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
