@@ -7,8 +7,15 @@
    block by block, so that unreadable 4 KiB sectors (EIO) become zeros listed
    in a ``.json`` beside the copy rather than stopping the copy — the damaged
    file is never simply deleted;
-3. rename the rebuilt file over the target and fsync the directory;
+3. rename the rebuilt file over the target and fsync the directory (a file
+   with more than one hard link is written into its inode instead, so every
+   link is healed);
 4. read the target back and compare its hash with the rebuilt one.
+
+Every access to the protected file is no-follow and relative to directory
+fds opened from ``/`` (safeio): a symlink planted at the name or swapped in
+for a parent directory, even while the heal runs, is never read or written
+through. All-zero blocks are left as holes.
 """
 
 from __future__ import annotations
@@ -26,7 +33,16 @@ import blake3
 from .errors import RestoreError
 from .repo import Repository
 from .repo.moments import rebuild_into, resolve
-from .safeio import FileMeta, open_existing_nofollow, replace_file_with
+from .safeio import (
+    FileMeta,
+    open_dir_nofollow,
+    open_existing_nofollow,
+    open_protected,
+    open_regular_at,
+    punch_zero_blocks,
+    replace_in_dir,
+    write_sparse,
+)
 
 BLOCK = 64 * 1024
 #: the unit in which unreadable parts of a damaged file are found and listed
@@ -67,9 +83,17 @@ def _read_around(fd: int, offset: int, n: int, bad: list[list[int]]) -> bytes:
     return b"".join(parts)
 
 
-def quarantine(path: str, quarantine_dir: Path) -> dict[str, Any] | None:
-    """Copy what can be read of ``path`` into the quarantine; None if nothing is there."""
-    fd = open_existing_nofollow(path)
+def quarantine(path: str, quarantine_dir: Path, dfd: int | None = None) -> dict[str, Any] | None:
+    """Copy what can be read of ``path`` into the quarantine; None if nothing is there.
+
+    The file is opened no-follow: by its name in the directory fd ``dfd`` when
+    given (the one the heal then writes in), else by a no-follow walk of
+    ``path``. All-zero blocks stay holes in the copy.
+    """
+    if dfd is None:
+        fd = open_existing_nofollow(path)
+    else:
+        fd = open_regular_at(dfd, os.path.basename(path))
     if fd is None:
         return None
     quarantine_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -78,7 +102,9 @@ def quarantine(path: str, quarantine_dir: Path) -> dict[str, Any] | None:
     bad: list[list[int]] = []
     try:
         size = os.fstat(fd).st_size
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        out = os.open(
+            dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         try:
             offset = 0
             while offset < size:
@@ -92,8 +118,10 @@ def quarantine(path: str, quarantine_dir: Path) -> dict[str, Any] | None:
                     data = _read_around(fd, offset, n, bad)
                 if not data:
                     break
-                os.pwrite(out, data, offset)
+                if data.count(0) != len(data):  # all zeros: leave a hole
+                    os.pwrite(out, data, offset)
                 offset += len(data)
+            os.ftruncate(out, offset)
             os.fsync(out)
         finally:
             os.close(out)
@@ -115,7 +143,11 @@ def heal_file(
 
     def fill(fd: int) -> int:
         nonlocal rebuilt_hash
-        size = rebuild_into(repo, moment, jdir, fd)
+        if moment.replays:
+            size = rebuild_into(repo, moment, jdir, fd)
+            punch_zero_blocks(fd, size)  # the base was written with its zeros
+        else:
+            size = write_sparse(fd, repo.read_version(base))
         hasher = blake3.blake3()
         offset = 0
         while data := os.pread(fd, 8 << 20, offset):
@@ -126,18 +158,26 @@ def heal_file(
             raise RestoreError(f"version {base.id} of {path} rebuilt to a different hash")
         return size
 
-    kept = quarantine(path, Path(quarantine_dir))
     mtime_ns = base.mtime_ns if not moment.replays else int(moment.time * 1e9)
-    size = replace_file_with(path, fill, FileMeta(base.mode, base.uid, base.gid, mtime_ns))
-    check = open_existing_nofollow(path)
-    if check is None:
-        raise RestoreError(f"{path} is not there after healing")
+    meta = FileMeta(base.mode, base.uid, base.gid, mtime_ns)
+    directory, name = os.path.split(path)
+    # One no-follow walk: the copy, the replacement and the read-back all
+    # happen in this directory, whatever is swapped in for its path meanwhile.
+    dfd = open_dir_nofollow(directory)
     try:
-        hasher = blake3.blake3()
-        while data := os.read(check, 8 << 20):
-            hasher.update(data)
+        kept = quarantine(path, Path(quarantine_dir), dfd)
+        size = replace_in_dir(dfd, name, path, fill, meta, keep_links=True)
+        check = open_regular_at(dfd, name)
+        if check is None:
+            raise RestoreError(f"{path} is not there after healing")
+        try:
+            hasher = blake3.blake3()
+            while data := os.read(check, 8 << 20):
+                hasher.update(data)
+        finally:
+            os.close(check)
     finally:
-        os.close(check)
+        os.close(dfd)
     if hasher.hexdigest() != rebuilt_hash:
         raise RestoreError(f"{path} reads back with a different hash after healing")
     return {
@@ -152,8 +192,11 @@ def heal_file(
 
 
 def file_hash(path: str) -> tuple[str, int, int] | tuple[None, int, int]:
-    """(blake3 hex, size, mtime_ns) of ``path``; hash None when a read fails with EIO."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    """(blake3 hex, size, mtime_ns) of ``path``; hash None when a read fails with EIO.
+
+    Opened with safeio.open_protected: UnsafePath for a symlink at the name or
+    in a parent, FileNotFoundError when absent."""
+    fd = open_protected(path)
     try:
         st = os.fstat(fd)
         hasher = blake3.blake3()

@@ -16,17 +16,23 @@ from .safeio import (
     open_dir_nofollow,
     open_existing_nofollow,
     open_protected,
+    open_regular_at,
     punch_zero_blocks,
-    replace_file,
-    replace_file_with,
+    replace_in_dir,
+    write_sparse,
 )
 from .timefmt import iso
 
 
-def keep_current_aside(repo: Repository, path: str, manifest: Manifest | None) -> str | None:
+def keep_current_aside(
+    repo: Repository, path: str, manifest: Manifest | None, at: tuple[int, str] | None = None
+) -> str | None:
     """Store the content at ``path`` as a version of cause ``restore`` unless it equals
-    ``manifest``. Returns the id of the version kept, or None."""
-    fd = open_existing_nofollow(path)
+    ``manifest``. Returns the id of the version kept, or None.
+
+    The file is opened no-follow: as ``at`` = (directory fd, name) when given,
+    else by a no-follow walk of ``path``."""
+    fd = open_existing_nofollow(path) if at is None else open_regular_at(*at)
     if fd is None:
         return None
     try:
@@ -79,28 +85,39 @@ def restore_version(
         moment = resolve(repo, path, jdir, at)
     manifest = moment.base
     in_place = to is None
-    target = path
-    if to is not None:
-        target = _destination(to)
-        if _same_file(target, path):
-            in_place, target = True, path
-    kept = None
-    if in_place:
-        kept = keep_current_aside(repo, path, None if moment.replays else manifest)
-    if moment.replays:
-        mtime_ns = int(moment.time * 1e9)
-        meta = FileMeta(manifest.mode, manifest.uid, manifest.gid, mtime_ns)
+    target = path if to is None else _destination(to)
+    directory, name = os.path.split(target)
+    if not name:
+        raise UnsafePath(f"{target} does not name a file")
+    # One no-follow walk: the comparison with the entry, the keep-aside and
+    # the write all happen in this directory, whatever is swapped in meanwhile.
+    dfd = open_dir_nofollow(directory)
+    try:
+        if not in_place and _same_file(dfd, name, path):
+            in_place = True  # --to names the entry's own file: keep its content too
+        kept = None
+        if in_place:
+            base = None if moment.replays else manifest
+            kept = keep_current_aside(repo, path, base, at=(dfd, name))
+        if moment.replays:
+            mtime_ns = int(moment.time * 1e9)
+            meta = FileMeta(manifest.mode, manifest.uid, manifest.gid, mtime_ns)
 
-        def fill(fd: int) -> int:
-            size = rebuild_into(repo, moment, jdir, fd)
-            punch_zero_blocks(fd, size)  # the base was written with its zeros
-            return size
+            def fill(fd: int) -> int:
+                size = rebuild_into(repo, moment, jdir, fd)
+                punch_zero_blocks(fd, size)  # the base was written with its zeros
+                return size
 
-        size = replace_file_with(target, fill, meta, keep_links=in_place)
-    else:
-        meta = FileMeta(manifest.mode, manifest.uid, manifest.gid, manifest.mtime_ns)
-        # read_version checks the whole file's hash before the rename can happen
-        size = replace_file(target, repo.read_version(manifest), meta, keep_links=in_place)
+        else:
+            meta = FileMeta(manifest.mode, manifest.uid, manifest.gid, manifest.mtime_ns)
+
+            def fill(fd: int) -> int:
+                # read_version checks the whole file's hash before the rename can happen
+                return write_sparse(fd, repo.read_version(manifest))
+
+        size = replace_in_dir(dfd, name, target, fill, meta, keep_links=in_place)
+    finally:
+        os.close(dfd)
     return {
         "path": path,
         "target": target,
@@ -121,9 +138,9 @@ def _destination(to: str) -> str:
     return to if os.path.isabs(to) else os.path.join(os.getcwd(), to)
 
 
-def _same_file(dest: str, path: str) -> bool:
-    """Whether ``dest`` names the inode of the entry ``path`` (both looked up
-    without following symlinks). UnsafePath if a parent of ``dest`` is a symlink."""
+def _same_file(dfd: int, name: str, path: str) -> bool:
+    """Whether ``name`` in the directory ``dfd`` is the inode of the entry
+    ``path`` (both looked up without following symlinks), through any link."""
     try:
         fd = open_protected(path)
     except (FileNotFoundError, UnsafePath):
@@ -132,14 +149,8 @@ def _same_file(dest: str, path: str) -> bool:
         live = os.fstat(fd)
     finally:
         os.close(fd)
-    directory, name = os.path.split(dest)
-    if not name:
-        return False
-    dfd = open_dir_nofollow(directory)
     try:
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    finally:
-        os.close(dfd)
     return (st.st_dev, st.st_ino) == (live.st_dev, live.st_ino)

@@ -126,20 +126,30 @@ def open_existing_nofollow(path: str) -> int | None:
     """Open ``path`` read-only if it is a regular file reached without symlinks.
 
     Returns None when nothing (or a symlink, or a non-regular file) is there.
+    UnsafePath when a parent is a symlink.
     """
     directory, name = os.path.split(path)
     dfd = open_dir_nofollow(directory)
+    try:
+        return open_regular_at(dfd, name)
+    finally:
+        os.close(dfd)
+
+
+def open_regular_at(dfd: int, name: str) -> int | None:
+    """Open ``name`` in the directory ``dfd`` read-only, O_NOFOLLOW, if it is a
+    regular file (blocking fd); None when nothing, a symlink or another kind
+    of file is there."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ELOOP):
             return None
         raise
-    finally:
-        os.close(dfd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return None
+    os.set_blocking(fd, True)
     return fd
 
 
@@ -271,6 +281,26 @@ def replace_file_with(
     if not name or name in (".", ".."):
         raise UnsafePath(f"{path} does not name a file")
     dfd = open_dir_nofollow(directory)
+    try:
+        return replace_in_dir(dfd, name, path, fill, meta, keep_links=keep_links)
+    finally:
+        os.close(dfd)
+
+
+def replace_in_dir(
+    dfd: int,
+    name: str,
+    path: str,
+    fill: Callable[[int], int],
+    meta: FileMeta,
+    *,
+    keep_links: bool = False,
+) -> int:
+    """replace_file_with on ``name`` in the directory already open as ``dfd``
+    (``path`` only names it in messages): a caller that reads the file, then
+    replaces it, walks the path once and works in one directory throughout."""
+    if not name or "/" in name or name in (".", ".."):
+        raise UnsafePath(f"{path} does not name a file")
     tmp = f".{name}.filetwin-{secrets.token_hex(4)}"
     renamed = False
     try:
@@ -308,8 +338,6 @@ def replace_file_with(
         if isinstance(e, OSError) and not isinstance(e, UnsafePath):
             raise RepositoryError(f"cannot write {path}: {e.strerror}") from e
         raise
-    finally:
-        os.close(dfd)
 
 
 def _finish(fd: int, meta: FileMeta) -> None:
