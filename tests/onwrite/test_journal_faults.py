@@ -69,9 +69,11 @@ def test_a_failed_always_fdatasync_refuses_the_write_and_keeps_no_record(
     daemon.client.add(f, backup="on-write", sync="always")
     wait_until(lambda: daemon.client.status(f)["last_version"], what="the first version")
     before = seqs(daemon, f)
-    with strace(daemon.pid, "trace=fdatasync", "inject=fdatasync:error=EIO:when=1+"):
-        with pytest.raises(FiletwinError, match="fdatasync"):
-            daemon.client.notify_write(f, 0, b"XX")
+    with (
+        strace(daemon.pid, "trace=fdatasync", "inject=fdatasync:error=EIO:when=1+"),
+        pytest.raises(FiletwinError, match="fdatasync"),
+    ):
+        daemon.client.notify_write(f, 0, b"XX")
     assert seqs(daemon, f) == before, "a write the application was told failed is journaled"
     assert "journal-failed" in kinds(daemon, f)
     assert restored(daemon, f) == b"0123456789"
