@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from filetwin.errors import RepositoryError, UnsafePath
+from filetwin.errors import RepositoryError, SourceError, UnsafePath
 from filetwin.safeio import FileMeta, open_dir_nofollow, open_existing_nofollow, replace_file
 
 META = FileMeta(mode=0o640, uid=1234, gid=5678, mtime_ns=1_500_000_000_987_654_321)
@@ -156,7 +156,7 @@ def test_replace_file_failure_leaves_target_and_no_temp(tmp_path: Path) -> None:
     assert entries(tmp_path) == ["f.txt"]
 
 
-def test_replace_file_os_error_becomes_repository_error(tmp_path: Path) -> None:
+def test_replace_file_os_error_is_a_source_error(tmp_path: Path) -> None:
     target = tmp_path / "f.txt"
     target.write_bytes(b"original\n")
 
@@ -164,9 +164,18 @@ def test_replace_file_os_error_becomes_repository_error(tmp_path: Path) -> None:
         yield b"partial"
         raise OSError(5, "Input/output error")
 
-    with pytest.raises(RepositoryError, match=f"cannot write {target}: Input/output error"):
+    with pytest.raises(SourceError, match=f"cannot write {target}: Input/output error") as info:
         replace_file(str(target), failing(), META)
+    assert info.value.errno == 5
     assert target.read_bytes() == b"original\n"
+    assert entries(tmp_path) == ["f.txt"]
+
+    def store_fails() -> Iterator[bytes]:
+        yield b"partial"
+        raise RepositoryError("chunk missing")
+
+    with pytest.raises(RepositoryError, match="chunk missing"):
+        replace_file(str(target), store_fails(), META)
     assert entries(tmp_path) == ["f.txt"]
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .errors import RepositoryError, UnsafePath
+from .errors import SourceError, UnsafePath
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -264,7 +264,9 @@ def replace_file_with(
     temp file (O_EXCL|O_NOFOLLOW in the directory fd) → fill → owner, mode,
     mtime → fsync → rename over the name → fsync the directory. A failed
     fsync is raised, never retried. The temp file is removed on any error.
-    ``fill`` gets an empty file and returns the file's size.
+    ``fill`` gets an empty file and returns the file's size. An OSError is
+    raised as SourceError (with its errno): the written file's own failure;
+    FiletwinErrors from ``fill`` (RepositoryError, RestoreError) pass as they are.
 
     What may be at the name: nothing, a regular file, or a symlink (the link
     itself is replaced, never written through). A directory, FIFO, socket or
@@ -336,7 +338,9 @@ def replace_in_dir(
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dfd)
         if isinstance(e, OSError) and not isinstance(e, UnsafePath):
-            raise RepositoryError(f"cannot write {path}: {e.strerror}") from e
+            # Writing the file restore or heal replaces failed (its disk, not
+            # the repository: errors of the store arrive as RepositoryError).
+            raise SourceError(f"cannot write {path}: {e.strerror}", e.errno) from e
         raise
 
 
