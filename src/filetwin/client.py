@@ -74,7 +74,7 @@ class Client:
                 f"no filetwin daemon answers on {self.socket_path} "
                 "(start one with `filetwin daemon`)"
             ) from e
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             conn.close()
             raise DaemonUnavailable(f"cannot talk to the daemon on {self.socket_path}: {e}") from e
 
@@ -82,6 +82,11 @@ class Client:
         conn, response = self._open(method, url, payload)
         try:
             raw = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            # The daemon went away mid-answer (killed, restarted): no daemon, not a bug.
+            raise DaemonUnavailable(
+                f"the daemon on {self.socket_path} went away while answering: {e!r}"
+            ) from e
         finally:
             conn.close()
         try:
@@ -200,10 +205,22 @@ class Client:
         conn, response = self._open("GET", "/events?" + urlencode(params), None)
         try:
             if response.status >= 400:
-                raise FiletwinError(response.read().decode(errors="replace"))
-            for line in response:
-                if line.strip():
-                    yield json.loads(line)
+                raw = response.read()
+                try:
+                    err = json.loads(raw)
+                except ValueError:
+                    err = None
+                if not isinstance(err, dict):
+                    raise FiletwinError(raw.decode(errors="replace"))
+                raise error_from(err.get("type"), str(err.get("error", raw[:200])))
+            try:
+                for line in response:
+                    if line.strip():
+                        yield json.loads(line)
+            except (OSError, http.client.HTTPException) as e:
+                raise DaemonUnavailable(
+                    f"the daemon on {self.socket_path} went away while following events: {e!r}"
+                ) from e
         finally:
             conn.close()
 
@@ -288,8 +305,17 @@ class WriteStream:
             self.sock.close()
             raise DaemonUnavailable(f"no filetwin write stream on {socket_path}: {e}") from e
         self._file = self.sock.makefile("rb")
-        self.sock.sendall(json.dumps({"path": path}).encode() + b"\n")
-        hello = json.loads(self._file.readline() or b"{}")
+        try:
+            self.sock.sendall(json.dumps({"path": path}).encode() + b"\n")
+            line = self._file.readline()
+            hello = json.loads(line) if line else {}
+        except (OSError, ValueError) as e:
+            # Reset, broken pipe or a torn hello: the daemon went away.
+            self.close()
+            raise DaemonUnavailable(f"the write stream on {socket_path} broke: {e!r}") from e
+        if not isinstance(hello, dict) or not hello:
+            self.close()
+            raise DaemonUnavailable(f"the daemon closed the write stream on {socket_path}")
         if not hello.get("ok"):
             self.close()
             raise error_from(
@@ -339,9 +365,13 @@ class WriteStream:
         status, seq = ACK.unpack(raw)
         self.outstanding -= 1
         if status != 0:
-            size = struct.unpack("<I", self._file.read(4))[0]
             self.outstanding = 0
-            raise FiletwinError(self._file.read(size).decode(errors="replace"))
+            try:
+                head = self._file.read(4)
+                message = self._file.read(struct.unpack("<I", head)[0]) if len(head) == 4 else b""
+            except OSError as e:
+                raise DaemonUnavailable(f"the write stream of {self.path} broke: {e}") from e
+            raise FiletwinError(message.decode(errors="replace") or "the daemon refused a record")
         self.last_seq = int(seq)
 
     def close(self) -> None:
