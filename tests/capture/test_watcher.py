@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import blake3
 from inotify_simple import flags as F
 
 from filetwin.capture.watcher import CHANGED, GONE, MODIFIED, Watcher
+from tests.helpers import Daemon, wait_until
 
 Seen = list[tuple[str, int]]
 
@@ -138,3 +141,102 @@ def test_directory_removed_and_recreated(tmp_path: Path) -> None:
         await until(seen, f, F.CLOSE_WRITE)
 
     run(body)
+
+
+def test_writes_through_another_hard_link_are_reported(tmp_path: Path) -> None:
+    d, elsewhere = tmp_path / "d", tmp_path / "elsewhere"
+    d.mkdir()
+    elsewhere.mkdir()
+    f = d / "f"
+    f.write_text("0")
+    link = elsewhere / "link"
+    os.link(f, link)
+
+    async def body(w: Watcher, seen: Seen) -> None:
+        w.watch(str(f))
+        assert w.files == 1
+        with link.open("r+") as fh:  # in place through the other name
+            fh.write("1")
+        assert await until(seen, f, F.CLOSE_WRITE) & CHANGED
+        # A new file renamed over the name: the watch moves to it, and writes
+        # through the old inode's other link are no longer this entry's.
+        tmp = d / ".f.tmp"
+        tmp.write_text("2")
+        os.replace(tmp, f)
+        await until(seen, f, F.MOVED_TO)
+        assert w.files == 1
+        seen.clear()
+        link.write_text("old inode")
+        os.link(f, elsewhere / "link2")
+        (elsewhere / "link2").write_text("new inode")
+        assert await until(seen, f, F.CLOSE_WRITE)
+        w.drain()
+        assert f.read_text() == "new inode"
+        assert len([m for p, m in seen if m & F.CLOSE_WRITE]) == 1
+        # Deleted: no inode watch left behind.
+        f.unlink()
+        await until(seen, f, F.DELETE)
+        assert w.files == 0
+        w.unwatch(str(f))
+
+    run(body)
+
+
+def test_symlink_at_the_name_gets_no_inode_watch(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("x")
+    f = tmp_path / "f"
+    f.symlink_to(target)
+
+    async def body(w: Watcher, seen: Seen) -> None:
+        w.watch(str(f))
+        assert w.files == 0
+        target.write_text("y")
+        w.drain()
+        assert not seen
+
+    run(body)
+
+
+def test_ten_thousand_inode_watches_are_cheap(tmp_path: Path) -> None:
+    """The cost of watching every entry's inode: 10,000 entries in 100 directories."""
+    paths = []
+    for i in range(100):
+        d = tmp_path / f"d{i}"
+        d.mkdir()
+        for j in range(100):
+            p = d / f"f{j}"
+            p.write_bytes(b"x")
+            paths.append(str(p))
+
+    async def body(w: Watcher, seen: Seen) -> None:
+        t0 = time.perf_counter()
+        for p in paths:
+            w.watch(p)
+        took = time.perf_counter() - t0
+        print(f"watching 10,000 entries (100 directories, 10,100 watches): {took:.3f} s")
+        assert (w.directories, w.files) == (100, 10_000)
+        assert took < 10.0
+        t0 = time.perf_counter()
+        for p in paths:
+            w.unwatch(p)
+        print(f"unwatching them: {time.perf_counter() - t0:.3f} s")
+        assert (w.directories, w.files) == (0, 0)
+
+    run(body)
+
+
+def test_daemon_versions_a_save_through_another_link(daemon: Daemon, files: Path) -> None:
+    f = files / "doc.txt"
+    f.write_bytes(b"first line\n")
+    assert daemon.cli("add", str(f)).returncode == 0
+    elsewhere = files.parent / "elsewhere"
+    elsewhere.mkdir()
+    link = elsewhere / "same-inode.txt"
+    os.link(f, link)
+    with link.open("r+b") as fh:  # an in-place save through the other name
+        fh.write(b"SECOND")
+    wait_until(lambda: len(daemon.client.history(f)) == 2, what="a version of the save")
+    newest = daemon.client.history(f)[-1]
+    assert newest["cause"] == "close"
+    assert newest["hash"] == blake3.blake3(b"SECONDline\n").hexdigest()
