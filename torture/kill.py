@@ -74,8 +74,8 @@ def _protect(daemon: Daemon, files: Path, rng: random.Random) -> list[Workload]:
     c.add(rename.path, keep=3)
     c.add(inplace.path, keep=3)
     c.add(always.path, backup="on-write", sync="always", keep=12)
-    c.add(batch.path, backup="on-write", sync="batch", keep=4)
-    c.add(truncating.path, backup="on-write", sync="batch", keep=4)
+    c.add(batch.path, backup="on-write", sync="batch", keep=12)
+    c.add(truncating.path, backup="on-write", sync="batch", keep=12)
     c.add(heal.path, recovery="notify", keep=3)
     return loads
 

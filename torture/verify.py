@@ -70,6 +70,8 @@ def check_versions(
     """
     try:
         versions = daemon.client.history(path)
+    except DaemonUnavailable:
+        raise  # the campaign decides what a daemon that does not answer means
     except FiletwinError as e:
         summary.violate("rule 2 (stored versions restore)", f"history of {path} fails: {e}")
         return []
@@ -79,6 +81,8 @@ def check_versions(
         try:
             daemon.client.restore(path, version=str(v["id"]), to=out)
             got = digest(out.read_bytes())
+        except DaemonUnavailable:
+            raise
         except (FiletwinError, OSError) as e:
             summary.violate(
                 "rule 2 (stored versions restore)",
