@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..backends import open_backend
@@ -37,7 +38,7 @@ from .hooks import run_hook
 from .jobs import Abandon, Done, Job, JobRunner
 from .onwrite import OnWrite
 from .pool import WorkerPool
-from .supervisor import Supervisor
+from .supervisor import Supervisor, Timing
 
 log = logging.getLogger("filetwin.engine")
 
@@ -46,6 +47,22 @@ log = logging.getLogger("filetwin.engine")
 UNSTABLE_RETRIES = 5
 #: what a backup job returns when the file changed while it was read
 _UNSTABLE: Any = object()
+
+
+class _HealJournal:
+    """The healer's view of the on-write side (see healer.HealJournal)."""
+
+    def __init__(self, onwrite: OnWrite) -> None:
+        self._onwrite = onwrite
+
+    def directory(self, path: str) -> Path:
+        return self._onwrite.journals.directory(path)
+
+    async def sync(self, path: str) -> None:
+        await self._onwrite.journals.sync(path)
+
+    def healed(self, path: str) -> None:
+        self._onwrite.api_dirty.add(path)
 
 
 class Engine:
@@ -69,8 +86,12 @@ class Engine:
         )
         #: events the table could not store (state directory full), kept in order
         self._unsaved_events: list[tuple[str | None, str, bool, str]] = []
+        #: one lock per entry, held by each of its jobs (backup, capture, heal, checkpoint)
+        self._locks: dict[str, asyncio.Lock] = {}
         self.onwrite = OnWrite(self)
-        self.healer = Healer(self)
+        self.healer = Healer(
+            config, self.table, self.jobs, self.emit, self.lock_of, _HealJournal(self.onwrite)
+        )
         self._event_waiters: set[asyncio.Event] = set()
         self._stopping = False
         #: fire-and-forget tasks (event hooks, scheduled heals), kept from the GC
@@ -123,7 +144,7 @@ class Engine:
         """Let running jobs finish for ``grace_s``; record the rest as interrupted."""
         self._stopping = True
         await self.healer.stop()
-        running = [s for s in self.supervisors.values() if s.lock.locked()]
+        running = [lock for lock in self._locks.values() if lock.locked()]
         if running:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.gate.idle(), grace_s)
@@ -223,11 +244,36 @@ class Engine:
         if sup is not None:
             sup.on_event(mask)
 
+    def lock_of(self, path: str) -> asyncio.Lock:
+        """The entry's lock: its jobs run one at a time."""
+        lock = self._locks.get(path)
+        if lock is None:
+            lock = self._locks[path] = asyncio.Lock()
+        return lock
+
     def _start_supervisor(self, path: str) -> None:
-        if path not in self.supervisors:
-            sup = Supervisor(self, path)
-            self.supervisors[path] = sup
-            sup.start()
+        if path in self.supervisors:
+            return
+        row = self.table.get(path)
+        on_write = row is not None and row["backup_mode"] == "on-write"
+
+        async def run(closed: bool) -> None:
+            if on_write:
+                await self.onwrite.capture(path, closed)
+            else:
+                await self.backup(path, cause="close", explicit=False)
+
+        sup = Supervisor(
+            path,
+            self.watcher,
+            self.lock_of(path),
+            on_write,
+            run,
+            lambda: bool(self.onwrite.streams.get(path)),
+            Timing(self.config.coalesce_ms / 1000, self.config.capture_quiet_ms / 1000),
+        )
+        self.supervisors[path] = sup
+        sup.start()
 
     async def _stop_supervisor(self, path: str) -> None:
         sup = self.supervisors.pop(path, None)
@@ -289,6 +335,9 @@ class Engine:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.onwrite.shadow_path(path))
             self.table.delete(path)
+            lock = self._locks.get(path)
+            if lock is not None and not lock.locked():
+                del self._locks[path]
 
     # commands ----------------------------------------------------------
     def entry(self, path: str) -> dict[str, Any]:
@@ -386,10 +435,8 @@ class Engine:
             manifest = await self.onwrite.checkpoint(path)
             if manifest is not None:
                 return manifest
-        sup = self.supervisors.get(path)
-        lock = sup.lock if sup is not None else asyncio.Lock()
-        async with lock:
-            return await self._backup_locked(path, cause, explicit, sup)
+        async with self.lock_of(path):
+            return await self._backup_locked(path, cause, explicit, self.supervisors.get(path))
 
     async def _backup_locked(
         self, path: str, cause: str, explicit: bool, sup: Supervisor | None

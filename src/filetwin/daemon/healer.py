@@ -11,28 +11,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
+from ..config import Config
 from ..errors import Conflict, FiletwinError
 from ..policy import scaled_timeout
 from ..table import Table
-from .jobs import Done, Job
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .jobs import Done, EventSink, Job, JobRunner
 
 log = logging.getLogger("filetwin.healer")
 
 
+class HealJournal(Protocol):
+    """What healing needs of the on-write side."""
+
+    def directory(self, path: str) -> Path:
+        """The entry's journal directory."""
+
+    async def sync(self, path: str) -> None:
+        """Make every acknowledged record of the entry durable before a heal reads them."""
+
+    def healed(self, path: str) -> None:
+        """The file was replaced by a heal: that is not a change to journal."""
+
+
 class Healer:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    """Heals, verifies and scrubs entries through the job runner.
+
+    Collaborators are narrow: the table, the job runner, an event sink, the
+    per-entry locks (a heal and a backup of one entry never overlap) and the
+    journal access above.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        table: Table,
+        jobs: JobRunner,
+        emit: EventSink,
+        lock_of: Callable[[str], asyncio.Lock],
+        journal: HealJournal,
+    ) -> None:
+        self.config = config
+        self.table = table
+        self.jobs = jobs
+        self.emit = emit
+        self.lock_of = lock_of
+        self.journal = journal
         self._scrub: asyncio.Task[None] | None = None
         #: the heal running for each entry (a second trigger waits for it)
         self._running: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def start(self) -> None:
-        if self.engine.config.scrub_interval_s > 0:
+        if self.config.scrub_interval_s > 0:
             self._scrub = asyncio.create_task(self._scrub_loop())
 
     async def stop(self) -> None:
@@ -41,21 +74,29 @@ class Healer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scrub
 
-    def _job(self, kind: str, path: str) -> dict[str, Any]:
-        engine = self.engine
-        row = engine.entry(path)
-        return {
-            "kind": kind,
-            "path": path,
-            "repository": engine.config.repository_location,
-            "quarantine_dir": str(engine.config.quarantine_dir),
-            "journal_dir": (
-                str(engine.onwrite.journals.directory(path))
-                if row["backup_mode"] == "on-write"
-                else None
+    def _job(self, kind: str, row: dict[str, Any]) -> Job:
+        path = row["path"]
+        config = self.config
+        return Job(
+            "recovery" if kind == "heal" else kind,
+            path,
+            {
+                "kind": kind,
+                "path": path,
+                "repository": config.repository_location,
+                "quarantine_dir": str(config.quarantine_dir),
+                "journal_dir": (
+                    str(self.journal.directory(path)) if row["backup_mode"] == "on-write" else None
+                ),
+                "stall_s": config.worker_stall_s,
+            },
+            scaled_timeout(
+                row["timeout_s"], row["size"] or 0, config.timeout_floor_s, config.timeout_rate
             ),
-            "stall_s": engine.config.worker_stall_s,
-        }
+            row["retries"],
+            # verify only reads: it need not hold gc off
+            gated=kind != "verify",
+        )
 
     async def request(self, path: str, reason: str, trigger: str) -> dict[str, Any]:
         """Heal ``path`` if its policy lets ``trigger`` ask; return the heal's result.
@@ -64,7 +105,7 @@ class Healer:
         error the system detected). A manual entry refuses both; a notify
         entry refuses automatic triggers (they are reported, not acted on).
         """
-        row = self.engine.entry(path)
+        row = self.table.require(path)
         mode = row["recovery_mode"]
         if mode == "manual" or (trigger == "auto" and mode != "auto"):
             message = (
@@ -74,14 +115,14 @@ class Healer:
                 else f"{path} has recovery mode {mode}: it is healed when an application asks "
                 f"(`filetwin recover {path}`)"
             )
-            self.engine.emit(path, "heal-refused", False, f"{reason}; {message}")
+            self.emit(path, "heal-refused", False, f"{reason}; {message}")
             raise Conflict(message)
-        self.engine.table.set(path, recovery_requested=1)
+        self.table.set(path, recovery_requested=1)
         try:
             return await self.heal(path, reason)
         finally:
-            if self.engine.table.get(path) is not None:
-                self.engine.table.set(path, recovery_requested=0)
+            if self.table.get(path) is not None:
+                self.table.set(path, recovery_requested=0)
 
     async def heal(self, path: str, reason: str) -> dict[str, Any]:
         """Heal ``path`` now; at most one heal per entry runs at a time: a trigger
@@ -99,33 +140,12 @@ class Healer:
 
     async def _heal(self, path: str, reason: str) -> dict[str, Any]:
         """Run the recovery job with the entry's retries and deadline."""
-        engine = self.engine
-        sup = engine.supervisors.get(path)
-        lock = sup.lock if sup is not None else asyncio.Lock()
-        async with lock:
-            row = engine.entry(path)
-            policy = Table.policy_of(row)
+        async with self.lock_of(path):
+            row = self.table.require(path)
             if row["backup_mode"] == "on-write":
-                await engine.onwrite.journals.sync(path)
-            job = Job(
-                "recovery",
-                path,
-                self._job("heal", path),
-                scaled_timeout(
-                    policy.timeout_s,
-                    row["size"] or 0,
-                    engine.config.timeout_floor_s,
-                    engine.config.timeout_rate,
-                ),
-                policy.retries,
-            )
-
-            async def finish(answer: dict[str, Any]) -> Done[dict[str, Any]]:
-                return Done(answer["result"])
-
-            healed = await engine.jobs.run(job, finish)
-            # The rename that healed the file is not a change to journal.
-            engine.onwrite.api_dirty.add(path)
+                await self.journal.sync(path)
+            healed = await self.jobs.run(self._job("heal", row), _result)
+            self.journal.healed(path)
             where = (
                 f"; the damaged copy is in {healed['quarantined']}" if healed["quarantined"] else ""
             )
@@ -136,7 +156,7 @@ class Healer:
                 if healed["unreadable"]
                 else ""
             )
-            engine.emit(
+            self.emit(
                 path,
                 "healed",
                 True,
@@ -146,30 +166,12 @@ class Healer:
 
     async def verify(self, path: str) -> dict[str, Any]:
         """Compare the live file with its newest state; heal it if it is auto."""
-        engine = self.engine
-        row = engine.entry(path)
-        job = Job(
-            "verify",
-            path,
-            self._job("verify", path),
-            scaled_timeout(
-                row["timeout_s"],
-                row["size"] or 0,
-                engine.config.timeout_floor_s,
-                engine.config.timeout_rate,
-            ),
-            row["retries"],
-            gated=False,
-        )
-
-        async def finish(answer: dict[str, Any]) -> Done[dict[str, Any]]:
-            return Done(answer["result"])
-
-        report = await engine.jobs.run(job, finish)
+        row = self.table.require(path)
+        report = await self.jobs.run(self._job("verify", row), _result)
         report["recovery_mode"] = row["recovery_mode"]
         report["healed"] = False
         if report["status"] == "corrupt":
-            engine.emit(path, "corrupt", False, f"{path}: {report['detail']}")
+            self.emit(path, "corrupt", False, f"{path}: {report['detail']}")
             if row["recovery_mode"] == "auto":
                 try:
                     healed = await self.heal(path, f"verify: {report['detail']}")
@@ -180,11 +182,9 @@ class Healer:
         return report
 
     async def verify_all(self, path: str | None = None) -> list[dict[str, Any]]:
-        rows = [
-            engine_row for engine_row in self.engine.table.all() if engine_row["state"] != "paused"
-        ]
+        rows = [row for row in self.table.all() if row["state"] != "paused"]
         if path is not None:
-            rows = [self.engine.entry(path)]
+            rows = [self.table.require(path)]
         reports = []
         for row in rows:
             try:
@@ -203,13 +203,18 @@ class Healer:
 
     async def _scrub_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.engine.config.scrub_interval_s)
+            await asyncio.sleep(self.config.scrub_interval_s)
             try:
                 reports = await self.verify_all()
             except Exception:
                 log.exception("scrub")
                 continue
             bad = [r for r in reports if r["status"] == "corrupt"]
-            self.engine.emit(
+            self.emit(
                 None, "scrub", not bad, f"scrub of {len(reports)} entries: {len(bad)} corrupt"
             )
+
+
+async def _result(answer: dict[str, Any]) -> Done[dict[str, Any]]:
+    """A job whose answer's ``result`` is its value."""
+    return Done(answer["result"])

@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from inotify_simple import flags as F
 
-from ..capture.watcher import CHANGED, GONE, MODIFIED
+from ..capture.watcher import CHANGED, GONE, MODIFIED, Watcher
 from ..errors import FiletwinError
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 log = logging.getLogger("filetwin.supervisor")
 
@@ -29,18 +27,46 @@ log = logging.getLogger("filetwin.supervisor")
 REWATCH_S = 0.5
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How long a supervisor waits: a burst's coalescing window, and the quiet
+    spell that ends an on-write burst of a program that keeps the file open."""
+
+    coalesce_s: float
+    quiet_s: float
+
+
 class Supervisor:
-    def __init__(self, engine: Engine, path: str) -> None:
-        self.engine = engine
+    """Watches one entry and calls ``run(closed)`` once per burst of changes.
+
+    ``run`` is the engine's backup (on-close) or capture (on-write; ``closed``
+    says whether the burst ended with a close); ``streaming()`` says whether a
+    write stream of the entry is open (its records are exact: no timer per write).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        watcher: Watcher,
+        lock: asyncio.Lock,
+        on_write: bool,
+        run: Callable[[bool], Awaitable[object]],
+        streaming: Callable[[], bool],
+        timing: Timing,
+    ) -> None:
         self.path = path
+        self.watcher = watcher
         self.generation = 0
-        self.lock = asyncio.Lock()
+        #: held by every job of the entry (backup, capture, checkpoint, heal)
+        self.lock = lock
+        self._run_job = run
+        self._streaming = streaming
+        self.timing = timing
         self._dirty = asyncio.Event()
         self._burst = False
         self._task: asyncio.Task[None] | None = None
-        row = engine.table.get(path)
         #: on-write entries turn bursts into journal records instead of versions
-        self.on_write = row is not None and row["backup_mode"] == "on-write"
+        self.on_write = on_write
         self._closed = False
         self._quiet: asyncio.TimerHandle | None = None
         #: a write was seen since the file was last closed after writing or
@@ -53,7 +79,7 @@ class Supervisor:
         self._task = asyncio.create_task(self._run(), name=f"supervisor {self.path}")
 
     async def stop(self) -> None:
-        self.engine.watcher.unwatch(self.path)
+        self.watcher.unwatch(self.path)
         if self._quiet is not None:
             self._quiet.cancel()
         if self._task is not None:
@@ -77,7 +103,7 @@ class Supervisor:
             if mask & CHANGED:
                 self._closed = True
             elif mask & MODIFIED and not mask & GONE:
-                if self.engine.onwrite.streams.get(self.path):
+                if self._streaming():
                     # A write stream is open: its records are exact, and the
                     # stream's end nudges one capture; no timer per write.
                     return
@@ -85,8 +111,9 @@ class Supervisor:
                 # with a quiet spell rather than a close.
                 if self._quiet is not None:
                     self._quiet.cancel()
-                delay = self.engine.config.capture_quiet_ms / 1000
-                self._quiet = asyncio.get_running_loop().call_later(delay, self._dirty.set)
+                self._quiet = asyncio.get_running_loop().call_later(
+                    self.timing.quiet_s, self._dirty.set
+                )
                 return
         # A bare IN_MODIFY means a write is under way: its close will follow.
         if mask & (CHANGED | GONE):
@@ -98,14 +125,14 @@ class Supervisor:
 
     def _rewatch(self) -> bool:
         try:
-            self.engine.watcher.watch(self.path)
+            self.watcher.watch(self.path)
         except FiletwinError:
             return False
         return True
 
     async def _run(self) -> None:
         while True:
-            if self.engine.watcher.watching(self.path):
+            if self.watcher.watching(self.path):
                 await self._dirty.wait()
             else:
                 # The file's directory went away and the kernel dropped its watch:
@@ -123,14 +150,11 @@ class Supervisor:
             # job waits out the window, so the burst costs one more job, which
             # reads the burst's last content.
             if self._burst:
-                await asyncio.sleep(self.engine.config.coalesce_ms / 1000)
+                await asyncio.sleep(self.timing.coalesce_s)
             self._dirty.clear()
             try:
-                if self.on_write:
-                    closed, self._closed = self._closed, False
-                    await self.engine.onwrite.capture(self.path, closed)
-                else:
-                    await self.engine.backup(self.path, cause="close", explicit=False)
+                closed, self._closed = self._closed, False
+                await self._run_job(closed)
             except FiletwinError as e:
                 log.debug("backup of %s ended: %s", self.path, e)
             except asyncio.CancelledError:
