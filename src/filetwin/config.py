@@ -6,12 +6,14 @@ reads the environment or the home directory after ``Config.load``.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import PermissionDenied, UsageError
 
 SOCKET_NAME = "filetwin.sock"
 TABLE_NAME = "table.sqlite"
@@ -171,4 +173,32 @@ class Config:
                 raise UsageError(f"{name} must be a number of seconds >= 0, not {value}")
 
     def ensure_state_dir(self) -> None:
+        """Create the state directory (0700), or tighten an existing one to 0700.
+
+        The state directory holds the table, the journals, the quarantine and
+        the socket: only its owner may reach it. An existing one that belongs
+        to another uid, or that is a symlink, is refused (PermissionDenied)
+        rather than used: its owner could read or replace what we keep there.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.state_dir, flags)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise PermissionDenied(
+                    f"state directory {self.state_dir} is a symbolic link or not a "
+                    "directory; refusing to use it"
+                ) from e
+            raise
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid():
+                raise PermissionDenied(
+                    f"state directory {self.state_dir} belongs to uid {st.st_uid}, not to "
+                    f"this user (uid {os.geteuid()}); refusing to use it"
+                )
+            if stat.S_IMODE(st.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
