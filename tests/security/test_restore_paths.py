@@ -8,6 +8,7 @@ import socket
 import stat
 from pathlib import Path
 
+import blake3
 import pytest
 
 from filetwin.errors import FiletwinError, UnsafePath
@@ -156,3 +157,39 @@ def test_to_naming_another_link_of_the_entry_is_in_place(daemon: Daemon, files: 
     assert f.read_bytes() == link.read_bytes() == V1
     assert f.stat().st_ino == link.stat().st_ino == ino
     assert "restore" in causes(daemon, f)
+
+
+def test_racer_against_in_place_restore(daemon: Daemon, files: Path) -> None:
+    sub = files / "sub"
+    sub.mkdir()
+    f = sub / "doc.txt"
+    v1 = two_versions(daemon, f)
+    daemon.client.pause(f)  # the race is against restore alone (see test_heal_paths)
+    attacker = files.parent / "attacker"
+    attacker.mkdir()
+    secret = b"root-only secret\n"
+    (attacker / "doc.txt").write_bytes(secret)
+    before = os.stat(attacker / "doc.txt")
+    ok = refused = 0
+    others: list[str] = []
+    rounds = int(os.environ.get("FILETWIN_RACE_ROUNDS", "150"))
+    with SwapRacer(sub, attacker) as racer:
+        for i in range(rounds):
+            try:
+                # Alternate, so that every successful restore replaces content.
+                daemon.client.restore(f, version=v1 if i % 2 == 0 else None)
+                ok += 1
+            except UnsafePath:
+                refused += 1
+            except FiletwinError as e:
+                others.append(str(e))
+    assert racer.swaps > rounds, "the racer did not run"
+    assert sorted(os.listdir(attacker)) == ["doc.txt"]
+    after = os.stat(attacker / "doc.txt")
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert (attacker / "doc.txt").read_bytes() == secret
+    assert others == [], others
+    assert ok > 0
+    hashes = {v["hash"] for v in daemon.client.history(f)}
+    assert blake3.blake3(secret).hexdigest() not in hashes, "kept aside through the symlink"
+    assert f.read_bytes() in (V1, V2)
