@@ -85,7 +85,7 @@ def write_record(state_dir: Path, directory: str, argv: list[str]) -> Path:
             {
                 "dir": directory,
                 "pid": os.getpid(),
-                "start_time": _start_time(os.getpid()),
+                "start_time": start_time(os.getpid()),
                 "argv": argv,
                 "uid": os.geteuid(),
                 "since": time.time(),
@@ -105,7 +105,7 @@ def remove_record(state_dir: Path, directory: str) -> None:
             path.unlink()
 
 
-def _start_time(pid: int) -> int | None:
+def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks (tells a reused pid from ours)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -117,7 +117,7 @@ def _start_time(pid: int) -> int | None:
 def record_alive(record: dict[str, Any]) -> bool:
     """True if the process named by ``record`` still runs (the same process, not a reuse)."""
     pid = int(record.get("pid", 0))
-    return pid > 0 and _start_time(pid) == record.get("start_time")
+    return pid > 0 and start_time(pid) == record.get("start_time")
 
 
 def own_argv() -> list[str]:

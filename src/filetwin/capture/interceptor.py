@@ -107,13 +107,21 @@ class _FUSE(mfusepy.FUSE):
     def _uncached(self, fip: Any) -> None:
         h = self.operations._handles.get(fip.contents.fh)
         if h is not None and h.raw:
+            # Uncached, and without the page cache invalidation of an open, which
+            # would wait on the page an application's failing read holds locked.
             fip.contents.direct_io = 1
+            fip.contents.keep_cache = 1
 
 
 class Interceptor(mfusepy.Operations):
     """Passthrough of ``source``; see the module docstring."""
 
     use_ns = True
+    # Calls on an open file get no path: libfuse then takes no lock on the
+    # file's path, which a rename over it (a heal through an in-place mount)
+    # would wait on while the failing read that asked for the heal holds it.
+    flag_nopath = True
+    flag_nullpath_ok = True
 
     def __init__(
         self,
@@ -133,6 +141,8 @@ class Interceptor(mfusepy.Operations):
         #: lose the writes made since the open, as a failing disk would
         self.faults = faults or []
         self._handles: dict[int, Handle] = {}
+        self._dirs: dict[int, list[str]] = {}
+        self._dir_seq = 0
         self._entries: dict[str, dict[str, Any]] = {}
         self._entries_at = 0.0
         self._daemon_pid = 0
@@ -315,9 +325,10 @@ class Interceptor(mfusepy.Operations):
         return self._open_handle(path, fd, flags)
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        # mfusepy hands over the open flags: O_RDWR and O_EXCL must reach SOURCE.
+        flags = (fi if isinstance(fi, int) else os.O_WRONLY | os.O_TRUNC) | os.O_CREAT
         fd = self.src.open_file(path, flags, mode)
-        return self._open_handle(path, fd, os.O_WRONLY | os.O_CREAT)
+        return self._open_handle(path, fd, flags & ~os.O_TRUNC)
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         h = self._handle(fh)
@@ -438,8 +449,22 @@ class Interceptor(mfusepy.Operations):
             attrs[k] = getattr(st, k + "_ns")
         return attrs
 
-    def readdir(self, path: str, fh: int) -> list[str]:
-        return [".", "..", *self.src.listdir(path)]
+    def opendir(self, path: str) -> int:
+        # Read at opendir (readdir gets no path, see flag_nullpath_ok).
+        names = [".", "..", *self.src.listdir(path)]
+        with self._lock:
+            self._dir_seq += 1
+            self._dirs[self._dir_seq] = names
+            return self._dir_seq
+
+    def readdir(self, path: str | None, fh: int) -> list[str]:
+        with self._lock:
+            return self._dirs.get(fh, [".", ".."])
+
+    def releasedir(self, path: str | None, fh: int) -> int:
+        with self._lock:
+            self._dirs.pop(fh, None)
+        return 0
 
     def readlink(self, path: str) -> str:
         with self.src.parent(path) as (d, name):

@@ -1,0 +1,79 @@
+"""``in_place(daemon, dir)``: `filetwin mount --in-place DIR` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import btrfs  # noqa: F401  (the fixture)
+from tests.helpers import Daemon, wait_until
+
+
+def listing(directory: Path) -> dict[str, tuple[int, int, int]]:
+    """name -> (mode, size, mtime_ns) of every entry, read without following symlinks."""
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        st = os.lstat(directory / name)
+        out[name] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def is_inplace_mount(directory: Path) -> bool:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if left.split()[4] == str(directory) and right.split()[1].startswith("filetwin-inplace:"):
+            return True
+    return False
+
+
+class InPlace:
+    def __init__(self, proc: subprocess.Popen[bytes], directory: Path) -> None:
+        self.proc = proc
+        self.dir = directory
+
+    def unmount(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def in_place(tmp_path: Path) -> Iterator[Callable[..., InPlace]]:
+    if not Path("/dev/fuse").exists() or shutil.which("fusermount3") is None:
+        pytest.skip("FUSE (/dev/fuse, fusermount3) is not available")
+    running: list[InPlace] = []
+
+    def mount(daemon: Daemon, directory: Path) -> InPlace:
+        log = (tmp_path / f"inplace{len(running)}.log").open("ab")
+        args = [sys.executable, "-m", "filetwin.cli_mount", "--in-place", str(directory)]
+        args += ["--state-dir", str(daemon.state_dir)]
+        proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        m = InPlace(proc, directory.resolve())
+        running.append(m)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"filetwin mount --in-place exited with {proc.returncode}")
+            return is_inplace_mount(m.dir)
+
+        wait_until(up, 30, "the in-place interceptor to mount")
+        return m
+
+    yield mount
+    for m in running:
+        if m.proc.poll() is None:
+            m.proc.send_signal(signal.SIGTERM)
+            try:
+                m.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                m.proc.kill()
+                m.proc.wait(10)
+        while is_inplace_mount(m.dir):  # a restarted one, or a dead one left by a test
+            subprocess.run(["fusermount3", "-u", "-z", str(m.dir)], capture_output=True)
