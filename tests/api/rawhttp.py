@@ -57,8 +57,9 @@ def raw_request(
     return response.status, parsed
 
 
-def assert_error(status: int, answer: Any, expect_status: int, *words: str) -> None:
-    """``answer`` is the error shape with ``expect_status`` and ``words`` in its message."""
+def assert_error(reply: tuple[int, Any], expect_status: int, *words: str) -> None:
+    """``reply`` (status, body) is the error shape with ``expect_status`` and ``words``."""
+    status, answer = reply
     assert status == expect_status, (status, answer)
     assert isinstance(answer, dict) and set(answer) == ERROR_KEYS, answer
     assert isinstance(answer["error"], str) and isinstance(answer["type"], str)

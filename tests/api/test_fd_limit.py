@@ -100,7 +100,7 @@ def test_idle_connections_neither_starve_jobs_nor_flood_the_log(tmp_path: Path) 
             idle.append(connect(d.socket_path))
         # Saturated: a new request is answered at once, as the error shape.
         busy = wait_until(lambda: busy_answer(d.socket_path), 10, "a 503 answer")
-        assert_error(*busy, 503, "too many")
+        assert_error(busy, 503, "too many")
 
         # A save made now is backed up all the same.
         saved = "saved while the API was saturated\n"

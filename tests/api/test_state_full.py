@@ -75,7 +75,7 @@ def test_a_full_state_directory_answers_507_json(small_state_dir: Path, tmp_path
         failed = [(s, a) for s, a in answers if s != 200]
         assert failed, "no table write failed on a full state directory"
         for status, answer in failed:
-            assert_error(status, answer, 507)
+            assert_error((status, answer), 507)
             assert "full" in answer["error"] or "space" in answer["error"], answer
         assert raw_request(d.socket_path, "GET", "/health")[0] == 200
         log = d.log()

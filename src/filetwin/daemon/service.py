@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from ..config import Config
 from ..errors import FiletwinError
@@ -39,6 +40,8 @@ log = logging.getLogger("filetwin.daemon")
 API_MAX_CONNECTIONS = 256
 #: the listening socket's backlog, also the most connections accepted in one go
 API_BACKLOG = 32
+#: longest request line: a query with a PATH_MAX path, every byte percent-escaped
+API_MAX_LINE = 16384
 #: descriptors kept for jobs, workers, the watcher, SQLite and journals
 FD_RESERVE = 96
 #: an API connection with no request in progress is closed after this long
@@ -80,15 +83,13 @@ def api_connection_cap(fd_limit: int, in_use: int) -> int:
     return max(4, min(API_MAX_CONNECTIONS, spare // 2))
 
 
-_BUSY = (
-    json.dumps(
-        {
-            "error": "the daemon serves too many connections at once; try again",
-            "type": "DaemonUnavailable",
-            "exit_code": 3,
-        }
-    ).encode()
-)
+_BUSY = json.dumps(
+    {
+        "error": "the daemon serves too many connections at once; try again",
+        "type": "DaemonUnavailable",
+        "exit_code": 3,
+    }
+).encode()
 
 
 class _Busy(asyncio.Protocol):
@@ -151,6 +152,44 @@ class _RateLimitedLoopErrors:
         loop.default_exception_handler(context)
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's handler, answering requests it cannot parse with the JSON error shape.
+
+    A malformed request line or header, or one past ``API_MAX_LINE``, never
+    reaches the app's middleware; aiohttp would answer it in plain text and
+    log a traceback for each. Here it is the usual JSON, logged in one line
+    at most once per LOG_REPEAT_S.
+    """
+
+    last_logged = 0.0
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        now = time.monotonic()
+        if now - _JsonErrors.last_logged >= LOG_REPEAT_S:
+            _JsonErrors.last_logged = now
+            log.warning("API: a request could not be handled (%d): %s", status, exc or message)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer was sent already; the connection is closed")
+        kind = "UsageError" if 400 <= status < 500 else "FiletwinError"
+        text = str(exc or message or "") or "the request could not be handled"
+        response = web.json_response(
+            {
+                "error": f"bad HTTP request: {text[:300]}",
+                "type": kind,
+                "exit_code": 2 if kind == "UsageError" else 1,
+            },
+            status=status,
+        )
+        response.force_close()
+        return response
+
+
 class _Counted(asyncio.Protocol):
     """An API connection: aiohttp's handler, counted from accept to close."""
 
@@ -205,7 +244,9 @@ class _CappedSite(web.SockSite):
                     self.refused,
                 )
             return _Busy()
-        return _Counted(self, server())
+        # aiohttp's Server() with our handler class; its _kwargs are the handler's options.
+        handler = _JsonErrors(server, loop=asyncio.get_running_loop(), **server._kwargs)
+        return _Counted(self, handler)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -244,6 +285,7 @@ async def serve(config: Config) -> None:
         access_log=None,
         shutdown_timeout=2.0,
         keepalive_timeout=API_IDLE_TIMEOUT_S,
+        max_line_size=API_MAX_LINE,
     )
     await runner.setup()
     # Create the socket ourselves so that its mode is 0600 before anyone can connect.
