@@ -46,6 +46,7 @@ def test_racer_swapping_the_parent_never_gets_heal_outside(
                 refused += 1
             except FiletwinError as e:
                 others.append(str(e))
+    print(f"{rounds} rounds: {ok} done, {refused} refused, {racer.swaps} swaps")
     assert racer.swaps > rounds, "the racer did not run"
     assert sorted(os.listdir(attacker)) == ["data.bin"], "heal wrote into the attacker's directory"
     after = os.stat(victim)

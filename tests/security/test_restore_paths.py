@@ -73,6 +73,7 @@ def test_racer_swapping_a_parent_never_gets_a_write_outside(daemon: Daemon, file
                 refused += 1
             except FiletwinError as e:
                 others.append(str(e))
+    print(f"{rounds} rounds: {ok} done, {refused} refused, {racer.swaps} swaps")
     assert racer.swaps > rounds, "the racer did not run"
     assert os.listdir(attacker) == [], "a restore wrote into the attacker's directory"
     assert others == [], "only UnsafePath may refuse a restore here"
@@ -164,6 +165,7 @@ def test_racer_against_in_place_restore(daemon: Daemon, files: Path) -> None:
     sub.mkdir()
     f = sub / "doc.txt"
     v1 = two_versions(daemon, f)
+    daemon.client.update(f, keep=100_000)  # each restore keeps a version: keep v1 too
     daemon.client.pause(f)  # the race is against restore alone (see test_heal_paths)
     attacker = files.parent / "attacker"
     attacker.mkdir()
@@ -183,6 +185,7 @@ def test_racer_against_in_place_restore(daemon: Daemon, files: Path) -> None:
                 refused += 1
             except FiletwinError as e:
                 others.append(str(e))
+    print(f"{rounds} rounds: {ok} done, {refused} refused, {racer.swaps} swaps")
     assert racer.swaps > rounds, "the racer did not run"
     assert sorted(os.listdir(attacker)) == ["doc.txt"]
     after = os.stat(attacker / "doc.txt")
