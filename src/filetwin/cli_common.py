@@ -3,6 +3,7 @@ output, and the translation of filetwin errors into messages and exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -18,6 +19,11 @@ from .errors import FiletwinError
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Pipes and files get wide tables rather than columns cut to 80 characters.
+# File names are bytes: one that is not UTF-8 is printed as its own bytes, as ls
+# does, never a UnicodeEncodeError (its str form holds surrogate escapes).
+for _stream in (sys.stdout, sys.stderr):
+    with contextlib.suppress(AttributeError, ValueError):
+        _stream.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 

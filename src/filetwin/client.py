@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, error_from
@@ -35,8 +35,23 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def _abs(path: str | os.PathLike[str]) -> str:
-    return os.path.abspath(os.fspath(path))
+def _abs(path: str | os.PathLike[str] | bytes) -> str:
+    """An absolute path as ``str``; bytes that are not UTF-8 become surrogate escapes.
+
+    The API carries such names as JSON strings with lone surrogates
+    (``"caf\\udce9.txt"`` for b"caf\\xe9.txt"), which ``os`` functions turn back
+    into the same bytes: the 'surrogateescape' round trip, as ``os.fsdecode``.
+    """
+    return os.path.abspath(os.fsdecode(path))
+
+
+def query_string(params: dict[str, Any]) -> str:
+    """``urlencode`` that keeps a path's bytes: surrogate escapes become the raw
+    bytes they stand for, percent-escaped (the daemon decodes them back)."""
+    return "&".join(
+        f"{quote(str(k), safe='')}={quote(str(v).encode('utf-8', 'surrogateescape'), safe='')}"
+        for k, v in params.items()
+    )
 
 
 class Client:
@@ -102,7 +117,7 @@ class Client:
 
     def _get(self, url: str, **query: Any) -> Any:
         params = {k: v for k, v in query.items() if v is not None}
-        return self.request("GET", url + ("?" + urlencode(params) if params else ""))
+        return self.request("GET", url + ("?" + query_string(params) if params else ""))
 
     # the API -----------------------------------------------------------
     def ping(self) -> dict[str, Any]:
@@ -202,7 +217,7 @@ class Client:
             params["path"] = _abs(path)
         if limit is not None:
             params["limit"] = str(limit)
-        conn, response = self._open("GET", "/events?" + urlencode(params), None)
+        conn, response = self._open("GET", "/events?" + query_string(params), None)
         try:
             if response.status >= 400:
                 raw = response.read()
