@@ -105,8 +105,7 @@ def resolve_new_paths(paths: object) -> tuple[list[str], list[str]]:
             raise UsageError(f"{_show(raw)} is a directory; filetwin protects regular files")
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(
-                f"{_show(raw)} is not a regular file "
-                "(a device, FIFO or socket cannot be protected)"
+                f"{_show(raw)} is not a regular file (a device, FIFO or socket cannot be protected)"
             )
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+#: a path as the API takes it (docs/api.md: PATH_MAX, NAME_MAX, no NUL, non-UTF-8 bytes)
+_PATH = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4095,
+    "description": "absolute path, under PATH_MAX (4096 bytes) with no component over "
+    "NAME_MAX (255 bytes) and no NUL; a byte that is not UTF-8 is the lone surrogate "
+    "U+DC80+byte (surrogateescape)",
+}
 _PATH_BODY = {
     "required": True,
     "content": {
@@ -12,7 +21,7 @@ _PATH_BODY = {
             "schema": {
                 "type": "object",
                 "required": ["path"],
-                "properties": {"path": {"type": "string", "description": "absolute path"}},
+                "properties": {"path": _PATH},
             }
         }
     },
@@ -73,6 +82,18 @@ def _op(
                 "content": {"application/json": {"schema": _ERROR}},
             },
             "409": {"description": "conflict", "content": {"application/json": {"schema": _ERROR}}},
+            "500": {
+                "description": "the operation failed, or a bug (the daemon's log has details)",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+            "503": {
+                "description": "too many connections at once; try again",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+            "507": {
+                "description": "no space left in the state directory",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
         },
     }
     if body is not None:
@@ -107,7 +128,7 @@ OPENAPI: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["paths"],
                                 "properties": {
-                                    "paths": {"type": "array", "items": {"type": "string"}},
+                                    "paths": {"type": "array", "minItems": 1, "items": _PATH},
                                     **_POLICY_PROPS,
                                 },
                             }
@@ -126,7 +147,7 @@ OPENAPI: dict[str, Any] = {
                             "schema": {
                                 "type": "object",
                                 "required": ["path"],
-                                "properties": {"path": {"type": "string"}, **_POLICY_PROPS},
+                                "properties": {"path": _PATH, **_POLICY_PROPS},
                             }
                         }
                     },
@@ -146,7 +167,7 @@ OPENAPI: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["path"],
                                 "properties": {
-                                    "path": {"type": "string"},
+                                    "path": _PATH,
                                     "purge": {"type": "boolean"},
                                 },
                             }
@@ -168,7 +189,7 @@ OPENAPI: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["path"],
                                 "properties": {
-                                    "path": {"type": "string"},
+                                    "path": _PATH,
                                     "version": {"type": "string"},
                                     "at": {
                                         "type": "string",
@@ -202,7 +223,7 @@ OPENAPI: dict[str, Any] = {
                     _body(
                         ["path", "offset", "data"],
                         {
-                            "path": {"type": "string"},
+                            "path": _PATH,
                             "offset": {"type": "integer", "minimum": 0},
                             "data": {
                                 "type": "string",
@@ -221,7 +242,7 @@ OPENAPI: dict[str, Any] = {
                     _body(
                         ["path", "length"],
                         {
-                            "path": {"type": "string"},
+                            "path": _PATH,
                             "length": {"type": "integer", "minimum": 0},
                         },
                     ),
@@ -236,7 +257,7 @@ OPENAPI: dict[str, Any] = {
                     _body(
                         ["path"],
                         {
-                            "path": {"type": "string"},
+                            "path": _PATH,
                             "ok": {"type": "boolean", "default": True},
                         },
                     ),
@@ -249,7 +270,7 @@ OPENAPI: dict[str, Any] = {
                     "Name the current moment of an on-write entry (restore at mark:NAME)",
                     _body(
                         ["path", "name"],
-                        {"path": {"type": "string"}, "name": {"type": "string"}},
+                        {"path": _PATH, "name": {"type": "string"}},
                     ),
                 )
             )
@@ -267,7 +288,7 @@ OPENAPI: dict[str, Any] = {
                 _body(
                     ["path"],
                     {
-                        "path": {"type": "string"},
+                        "path": _PATH,
                         "reason": {"type": "string"},
                         "trigger": {"type": "string", "enum": ["notify", "auto"]},
                     },
@@ -277,7 +298,7 @@ OPENAPI: dict[str, Any] = {
         "/verify": {
             "post": _op(
                 "Compare live files with their newest state; auto entries are healed",
-                _body([], {"path": {"type": "string"}}),
+                _body([], {"path": _PATH}),
             )
         },
     },
