@@ -12,7 +12,14 @@ import pytest
 from blake3 import blake3
 
 from filetwin.backends import LocalBackend
-from filetwin.errors import NotFound, RepositoryError, RestoreError, SourceError, UsageError
+from filetwin.errors import (
+    NotFound,
+    RepositoryError,
+    RestoreError,
+    SourceError,
+    UnsafePath,
+    UsageError,
+)
 from filetwin.repo import Manifest, Repository, entry_key
 from filetwin.repo.chunks import chunk_name
 
@@ -137,9 +144,9 @@ def test_read_errors(repo: Repository, tmp_path: Path) -> None:
     assert not isinstance(info.value, RepositoryError)
     assert getattr(info.value, "errno", None) == errno.ENOENT
     os.symlink(tmp_path / "x", tmp_path / "link")
-    with pytest.raises(SourceError, match="cannot read"):
-        repo.store_file(tmp_path / "link", "manual")  # O_NOFOLLOW
-    with pytest.raises(UsageError, match="not a regular file"):
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        repo.store_file(tmp_path / "link", "manual")  # never followed
+    with pytest.raises(UnsafePath, match="not a regular file"):
         repo.store_file(tmp_path, "manual")
     with pytest.raises(UsageError, match="cause"):
         repo.store_file(write(tmp_path / "f", b""), "bogus")

@@ -180,7 +180,13 @@ class Engine:
         if latest is None or (st.st_size, st.st_mtime_ns) != (latest.size, latest.mtime_ns):
             self.supervisors[path].poke()
 
-    def _corrupt(self, path: str, row: dict[str, Any], detail: str) -> None:
+    def poke(self, path: str) -> None:
+        """Ask the entry's supervisor (if it runs) to look at the file soon."""
+        sup = self.supervisors.get(path)
+        if sup is not None:
+            sup.poke()
+
+    def corrupt(self, path: str, row: dict[str, Any], detail: str) -> None:
         """Report corruption a capture found; heal it if the entry is auto."""
         self.emit(path, "corrupt", False, f"{path}: {detail}")
         if row["recovery_mode"] == "auto":
@@ -306,7 +312,7 @@ class Engine:
                     if row["backup_mode"] == "on-write":
                         await self.onwrite.refresh_shadow(path)
                 else:
-                    self._set_missing(path)
+                    self.set_missing(path)
             finally:
                 if self.table.get(path) is not None:
                     self.table.set(path, pending_change="none")
@@ -412,7 +418,7 @@ class Engine:
             sync_mode=policy.sync_mode,
         )
 
-    def _set_missing(self, path: str) -> None:
+    def set_missing(self, path: str) -> None:
         row = self.table.get(path)
         if row is not None and row["state"] != "missing":
             self.table.set(path, state="missing")
@@ -432,7 +438,13 @@ class Engine:
         row = self.entry(path)
         if row["backup_mode"] == "on-write" and cause == "manual":
             # An on-write entry's versions hold its journal's state: fold it.
-            manifest = await self.onwrite.checkpoint(path)
+            try:
+                manifest = await self.onwrite.checkpoint(path)
+            except FiletwinError as e:
+                # The journal cannot be folded: a version of the live file is the
+                # next base, so protection goes on.
+                log.warning("checkpoint of %s failed (%s); backing up the live file", path, e)
+                manifest = None
             if manifest is not None:
                 return manifest
         async with self.lock_of(path):
@@ -448,7 +460,7 @@ class Engine:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                self._set_missing(path)
+                self.set_missing(path)
                 if explicit:
                     raise NotFound(f"{path} does not exist; nothing to back up") from None
                 return None
@@ -500,7 +512,7 @@ class Engine:
                     if held:
                         raise Abandon(None)
                 if answer.get("suspect") and cause in ("close", "manual"):
-                    self._corrupt(
+                    self.corrupt(
                         path,
                         row,
                         "its content changed but its size and "
@@ -513,7 +525,7 @@ class Engine:
                         )
                     raise Abandon(None)
                 manifest = await asyncio.to_thread(self.repo.commit, manifest)
-                return Done(manifest, self._committed_fields(path, manifest))
+                return Done(manifest, self.committed_fields(path, manifest))
 
             try:
                 manifest = await self.jobs.run(job, finish)
@@ -539,10 +551,10 @@ class Engine:
                     return None
                 continue
             if manifest is not None:
-                await self._announce(path, manifest, row)
+                await self.announce(path, manifest, row)
             return manifest
 
-    def _committed_fields(self, path: str, manifest: Manifest) -> dict[str, Any]:
+    def committed_fields(self, path: str, manifest: Manifest) -> dict[str, Any]:
         """The table fields a committed version sets."""
         current = self.table.get(path)
         return {
@@ -553,7 +565,7 @@ class Engine:
             "versions": (current["versions"] if current else 0) + 1,
         }
 
-    async def _announce(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
+    async def announce(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
         """The event of a committed version, then the entry's retention."""
         same = " (same content as the previous version)" if manifest.unchanged else ""
         self.emit(
@@ -564,12 +576,6 @@ class Engine:
             f"cause {manifest.cause}{same}",
         )
         await self._retain(path, row["keep"])
-
-    async def _after_commit(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
-        """Record a version committed outside the job runner (on-write checkpoints)."""
-        fields = self._committed_fields(path, manifest)
-        self.jobs.end(path, "checkpoint", last_result="ok", last_error=None, **fields)
-        await self._announce(path, manifest, row)
 
     async def _retain(self, path: str, keep: int) -> None:
         """Apply the entry's retention and recount its versions."""

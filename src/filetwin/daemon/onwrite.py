@@ -19,18 +19,55 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..errors import FiletwinError, JobFailed, UsageError, error_from
+from ..config import Config
+from ..errors import FiletwinError, UnsafePath, UsageError
+from ..policy import scaled_timeout
 from ..repo.journal import drop_segments_before
 from ..repo.moments import JOURNAL_BASES
-from ..repo.repository import Manifest, entry_key
+from ..repo.repository import Manifest, Repository, entry_key
+from ..table import Table
+from .jobs import Done, Job, JobRunner
 from .journals import Journals
 
-if TYPE_CHECKING:
-    from .engine import Engine
-
 log = logging.getLogger("filetwin.onwrite")
+
+
+class OnWriteHost(Protocol):
+    """What the on-write side needs of the engine that wires it (public calls only)."""
+
+    config: Config
+    table: Table
+    repo: Repository
+    jobs: JobRunner
+
+    def clock(self) -> float: ...
+
+    def emit(self, path: str | None, kind: str, ok: bool, message: str) -> None: ...
+
+    def lock_of(self, path: str) -> asyncio.Lock:
+        """The entry's lock, held by each of its jobs."""
+
+    def poke(self, path: str) -> None:
+        """Ask the entry's supervisor to look at the file soon."""
+
+    def set_missing(self, path: str) -> None:
+        """Record that the file is gone."""
+
+    def corrupt(self, path: str, row: dict[str, Any], detail: str) -> None:
+        """Report corruption a capture found (and heal an auto entry)."""
+
+    def schedule_heal(self, path: str, reason: str) -> None: ...
+
+    async def backup(self, path: str, cause: str, explicit: bool) -> Manifest | None: ...
+
+    def committed_fields(self, path: str, manifest: Manifest) -> dict[str, Any]:
+        """The table fields a committed version sets."""
+
+    async def announce(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
+        """The event of a committed version, then retention."""
+
 
 KINDS = ("write", "truncate", "close-ok", "close-failed", "mark")
 #: the largest file a record may describe, whatever the file system says: ext4's
@@ -39,7 +76,7 @@ MAX_FILE_SIZE = 1 << 44
 
 
 class OnWrite:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: OnWriteHost) -> None:
         self.engine = engine
         config = engine.config
         self.journals = Journals(
@@ -161,9 +198,7 @@ class OnWrite:
             return
         self.streams.pop(path, None)
         self.api_dirty.add(path)
-        sup = self.engine.supervisors.get(path)
-        if sup is not None:
-            sup.poke()
+        self.engine.poke(path)
 
     def _row(self, path: str) -> dict[str, Any]:
         """The entry's row, checked to be journaling; cached because a busy
@@ -171,7 +206,7 @@ class OnWrite:
         when a change is applied)."""
         row = self._rows.get(path)
         if row is None:
-            row = self.engine.entry(path)
+            row = self.engine.table.require(path)
             if row["backup_mode"] != "on-write":
                 raise UsageError(
                     f"{path} is an on-close entry: its writes are not journaled "
@@ -259,7 +294,7 @@ class OnWrite:
             self.schedule_checkpoint(path)
 
     def last_seq(self, path: str) -> int:
-        row = self.engine.entry(path)
+        row = self.engine.table.require(path)
         return self.journals.last_seq(path, row["sync_mode"])
 
     # capture without the library ----------------------------------------
@@ -277,7 +312,7 @@ class OnWrite:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            self.engine._set_missing(path)
+            self.engine.set_missing(path)
             return
         if not stat.S_ISREG(st.st_mode):
             # A symlink (or a FIFO, a device) at the entry's name is never read through.
@@ -303,11 +338,11 @@ class OnWrite:
             return
         answer = await self._diff(path, emit, st.st_size)
         if not answer["ok"]:
-            kind = "unsafe-path" if answer.get("type") == "UnsafePath" else "capture-failed"
-            self.engine.emit(path, kind, False, f"capture of {path} failed: {answer['error']}")
+            if answer.get("type") == UnsafePath.__name__:
+                self.engine.emit(path, "unsafe-path", False, f"{path}: {answer['error']}")
             return
         if answer.get("suspect"):
-            self.engine._corrupt(
+            self.engine.corrupt(
                 path,
                 row,
                 "its content changed but its size and mtime did "
@@ -341,21 +376,38 @@ class OnWrite:
         self._after_records(path, row, [k for k, _o, _d in ops], nbytes, seqs[-1])
 
     async def _diff(self, path: str, emit: bool, size: int) -> dict[str, Any]:
+        """Run the block-hash delta of ``path`` as a capture job; its worker answer,
+        or a failed answer (the job runner has made the failure an event)."""
         config = self.engine.config
+        row = self.engine.table.get(path)
+        job = Job(
+            "capture",
+            path,
+            {
+                "kind": "diff",
+                "path": path,
+                "shadow": self.shadow_path(path),
+                "emit": emit,
+                "repository": config.repository_location,
+                "stall_s": config.worker_stall_s,
+            },
+            scaled_timeout(
+                row["timeout_s"] if row else None,
+                size,
+                config.timeout_floor_s,
+                config.timeout_rate,
+            ),
+            row["retries"] if row else 0,
+            gated=False,
+        )
+
+        async def finish(answer: dict[str, Any]) -> Done[dict[str, Any]]:
+            return Done(answer)
+
         try:
-            answer: dict[str, Any] = await self.engine.pool.run(
-                {
-                    "kind": "diff",
-                    "path": path,
-                    "shadow": self.shadow_path(path),
-                    "emit": emit,
-                    "repository": config.repository_location,
-                },
-                timeout=config.timeout_floor_s + size / config.timeout_rate,
-            )
-        except JobFailed as e:
-            return {"ok": False, "error": str(e), "type": type(e).__name__}
-        return answer
+            return await self.engine.jobs.run(job, finish)
+        except FiletwinError as e:
+            return {"ok": False, "error": str(e), "type": type(e).__name__, "reported": True}
 
     async def refresh_shadow(self, path: str) -> None:
         try:
@@ -385,11 +437,12 @@ class OnWrite:
                 return
 
     async def checkpoint(self, path: str) -> Manifest | None:
-        """Fold the journal so far into a version; None when nothing is new."""
+        """Fold the journal so far into a version; None when nothing is new.
+
+        A checkpoint job of the entry (under its lock, deadline and retries);
+        raises its final error."""
         engine = self.engine
-        sup = engine.supervisors.get(path)
-        lock = sup.lock if sup is not None else asyncio.Lock()
-        async with lock:
+        async with engine.lock_of(path):
             row = engine.table.get(path)
             if row is None or row["backup_mode"] != "on-write":
                 return None
@@ -404,37 +457,34 @@ class OnWrite:
             await self.journals.sync(path)
             self.journals.rotate(path)
             self._since_checkpoint[path] = (0, 0)
-            engine.table.start_job(path, "checkpoint")
-            job = {
-                "kind": "checkpoint",
-                "path": path,
-                "upto_seq": upto,
-                "journal_dir": str(self.journals.directory(path)),
-                "tmp_dir": str(engine.config.state_dir / "tmp"),
-                "repository": engine.config.repository_location,
-                "stall_s": engine.config.worker_stall_s,
-            }
-            async with engine.gate.shared():
-                try:
-                    answer = await engine.pool.run(
-                        job,
-                        engine.config.timeout_floor_s
-                        + (row["size"] or 0) / (engine.config.timeout_rate),
-                        on_start=lambda pid: engine.table.set(path, worker_pid=pid),
-                    )
-                except JobFailed as e:
-                    answer = {"ok": False, "error": str(e), "type": type(e).__name__}
-                if not answer["ok"]:
-                    err = error_from(answer.get("type"), answer["error"])
-                    engine.table.end_job(path, last_result="failed", last_error=str(err))
-                    engine.emit(
-                        path, "checkpoint-failed", False, f"checkpoint of {path} failed: {err}"
-                    )
-                    raise err
+            config = engine.config
+            job = Job(
+                "checkpoint",
+                path,
+                {
+                    "kind": "checkpoint",
+                    "path": path,
+                    "upto_seq": upto,
+                    "journal_dir": str(self.journals.directory(path)),
+                    "tmp_dir": str(config.state_dir / "tmp"),
+                    "repository": config.repository_location,
+                    "stall_s": config.worker_stall_s,
+                },
+                scaled_timeout(
+                    row["timeout_s"], row["size"] or 0, config.timeout_floor_s, config.timeout_rate
+                ),
+                row["retries"],
+            )
+
+            async def finish(answer: dict[str, Any]) -> Done[Manifest]:
                 manifest = Manifest.from_json(answer["manifest"])
                 manifest = await asyncio.to_thread(engine.repo.commit, manifest)
-            engine.table.set(path, journal_seq=upto)
-            await engine._after_commit(path, manifest, row)
+                return Done(
+                    manifest, {**engine.committed_fields(path, manifest), "journal_seq": upto}
+                )
+
+            manifest = await engine.jobs.run(job, finish)
+            await engine.announce(path, manifest, row)
             await asyncio.to_thread(self._drop_unneeded_segments, path)
             return manifest
 

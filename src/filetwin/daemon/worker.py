@@ -135,7 +135,10 @@ def _checkpoint(repo: Repository, job: dict[str, Any]) -> Manifest:
     try:
         rebuild_into(repo, moment, jdir, fd)
         try:
-            st = os.stat(job["path"])
+            # lstat: a symlink planted at the name lends the checkpoint nothing.
+            st = os.lstat(job["path"])
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(job["path"])
             os.fchmod(fd, stat.S_IMODE(st.st_mode))
             with contextlib.suppress(PermissionError):
                 os.fchown(fd, st.st_uid, st.st_gid)

@@ -47,6 +47,7 @@ from filetwin.repo.chunks import (
     new_chunker,
 )
 from filetwin.repo.durable import os_error
+from filetwin.safeio import open_protected
 
 CAUSES = frozenset({"initial", "close", "write", "checkpoint", "manual", "restore"})
 MANIFESTS = "manifests/"
@@ -202,7 +203,8 @@ class Repository:
         """Store the file's chunks and return its Manifest WITHOUT writing it (see commit).
 
         Reads from ``fd`` if given (from offset 0 with pread; the fd's offset and
-        ownership stay with the caller), else opens ``path`` O_RDONLY|O_NOFOLLOW.
+        ownership stay with the caller), else opens ``path`` with
+        safeio.open_protected (UnsafePath for a symlink at the name or in a parent).
         Metadata comes from fstat BEFORE reading, so a write racing the read
         makes the file look newer than this version; ``size`` is the number of
         bytes actually read, so size, hash and chunks always agree.  The file is
@@ -217,7 +219,8 @@ class Repository:
         own_fd = fd is None
         try:
             if fd is None:
-                fd = os.open(spath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                # No symlink at the name or in a parent is followed (UnsafePath).
+                fd = open_protected(spath)
             st = os.fstat(fd)
         except OSError as e:
             if own_fd and fd is not None:
