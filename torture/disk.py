@@ -42,11 +42,11 @@ def small_ext4(where: Path) -> Iterator[Path]:
     image = where.with_suffix(".img")
     with image.open("wb") as f:
         f.truncate(SIZE_MB << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True, capture_output=True
+    )
     where.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(where)], check=True,
-                   capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(where)], check=True, capture_output=True)
     try:
         yield where
     finally:
@@ -115,35 +115,48 @@ def _round(root: Path, where: str, rng: random.Random, summary: Summary) -> None
                 try:
                     wait_until(lambda: daemon.idle(), 20, "the save on a full disk to end")
                 except TortureTimeout as e:
-                    summary.violate("rule 5 (a job never ends)",
-                                    f"{where} full: {e}", f"python -m torture --only disk")
+                    summary.violate(
+                        "rule 5 (a job never ends)",
+                        f"{where} full: {e}",
+                        "python -m torture --only disk",
+                    )
             if file_bytes(f) != data:
-                summary.violate("rule 3 (our fault never touches the user's file)",
-                                f"{where} full: the live file changed")
+                summary.violate(
+                    "rule 3 (our fault never touches the user's file)",
+                    f"{where} full: the live file changed",
+                )
             try:
                 row = c.status(f)
                 stored = row["last_good_hash"] == digest(data)
                 failed = [e for e in c.events(after=mark) if not e["ok"]]
                 if not stored and not failed:
-                    summary.violate("every failure is an event",
-                                    f"{where} full: a save was neither stored nor reported")
+                    summary.violate(
+                        "every failure is an event",
+                        f"{where} full: a save was neither stored nor reported",
+                    )
                 check_versions(daemon, f, summary, scratch, written)
             except FiletwinError as e:
-                summary.violate("the daemon stays up",
-                                f"{where} full: the API fails: {type(e).__name__}: {e}")
+                summary.violate(
+                    "the daemon stays up", f"{where} full: the API fails: {type(e).__name__}: {e}"
+                )
             filler.unlink()
             summary.add("frees")
             data = rng.randbytes(256 << 10)
             written.add(digest(data))
             f.write_bytes(data)
             try:
-                wait_until(lambda: c.status(f)["last_good_hash"] == digest(data), 20,
-                           "a version after space was freed")
+                wait_until(
+                    lambda: c.status(f)["last_good_hash"] == digest(data),
+                    20,
+                    "a version after space was freed",
+                )
                 summary.add("recoveries")
             except (TortureTimeout, FiletwinError) as e:
-                summary.violate("recovery once space is freed",
-                                f"{where} full, then freed: the next save is not versioned: {e}",
-                                "python -m torture --only disk")
+                summary.violate(
+                    "recovery once space is freed",
+                    f"{where} full, then freed: the next save is not versioned: {e}",
+                    "python -m torture --only disk",
+                )
             check_versions(daemon, f, summary, scratch, written)
         finally:
             daemon.stop(signal.SIGKILL)

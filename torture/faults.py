@@ -15,6 +15,7 @@ versioned (recovery once the fault stops).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -113,8 +114,11 @@ class Sweep:
         repro = (
             f"strace -f -p <{target} pid> -e trace={syscall} "
             f"-e inject={syscall}:error=EIO:when={n}{'+' if persistent else ''} during "
-            + ("an in-place save of an on-close auto entry" if kind == "on-close"
-               else "filetwin.open writes on an on-write --sync always entry")
+            + (
+                "an in-place save of an on-close auto entry"
+                if kind == "on-close"
+                else "filetwin.open writes on an on-write --sync always entry"
+            )
         )
         if not settle(self.daemon, self.summary, 20):
             self._fresh_daemon()
@@ -169,18 +173,17 @@ class Sweep:
             return bool(row["last_good_hash"] == want or row["last_result"] != "ok")
 
         # A save is stored or fails: either way its job ends (rule 5).
-        try:
+        with contextlib.suppress(FiletwinError):
             wait_until(ended, 15, f"the save under {label} to end")
-        except FiletwinError:
-            pass
 
     def _write_journaled(self) -> None:
         f: Any = None
         self.journal_failed = False
         self.journal_error = ""
         try:
-            f = filetwin.open(self.journaled, "r+b", client=self.daemon.client,
-                              on_unjournaled="raise")
+            f = filetwin.open(
+                self.journaled, "r+b", client=self.daemon.client, on_unjournaled="raise"
+            )
             for _ in range(5):
                 offset = self.rng.randint(0, len(self.model.current))
                 data = self.rng.randbytes(self.rng.randint(1, 300))
@@ -195,10 +198,8 @@ class Sweep:
             self.journal_error = f"{type(e).__name__}: {str(e)[:160]}"
         finally:
             if f is not None:
-                try:
+                with contextlib.suppress(OSError, FiletwinError):
                     f.close()
-                except (OSError, FiletwinError):
-                    pass
         self.model.resync(file_bytes(self.journaled))
 
     # invariants once the fault is lifted ------------------------------------
@@ -241,8 +242,9 @@ class Sweep:
                 )
                 self.model.resync(live)
             versions = check_versions(self.daemon, self.journaled, s, self.scratch)
-            check_model(self.daemon, self.journaled, self.model, s, self.scratch, self.rng, 6,
-                        versions)
+            check_model(
+                self.daemon, self.journaled, self.model, s, self.scratch, self.rng, 6, versions
+            )
         if injected and not failures:
             s.add("faults absorbed without a failure event")
         self._recovers(label, repro, kind)
@@ -263,7 +265,8 @@ class Sweep:
             if kind == "on-write" and self.journal_failed:
                 raise TortureTimeout(f"the journaled writes failed: {self.journal_error}")
             wait_until(
-                lambda: c.status(target)["last_good_hash"] == want, 20,
+                lambda: c.status(target)["last_good_hash"] == want,
+                20,
                 f"a version of the next save after {label}",
             )
             self.summary.add("recoveries")

@@ -1,7 +1,7 @@
 """API and stream fuzzing: the OpenAPI document drives a property-based fuzzer
 (hypothesis strategies built from the document's JSON schemas by
-``from_schema`` below, sent over the Unix socket by our own transport), plus hostile requests no schema describes; the write stream gets
-random frames.
+``from_schema`` below, sent over the Unix socket by our own transport), plus
+hostile requests no schema describes; the write stream gets random frames.
 
 Invariants: never a 500 or an error that is not JSON, the daemon stays up and
 ``/health`` answers, and an on-write entry fed random frames still restores
@@ -151,13 +151,17 @@ class Fuzzer:
         params = op.get("parameters", [])
         query_schema = {
             "type": "object",
-            "properties": {p["name"]: p.get("schema", {"type": "string"}) for p in params
-                           if p.get("in") == "query"},
+            "properties": {
+                p["name"]: p.get("schema", {"type": "string"})
+                for p in params
+                if p.get("in") == "query"
+            },
         }
         anything = st.recursive(
             st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner,
-                                                                         max_size=4),
+            lambda inner: (
+                st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+            ),
             max_leaves=8,
         )
         # mostly valid by the schema (reaching deep code), sometimes anything at all
@@ -194,18 +198,28 @@ class Fuzzer:
             ("GET", f"/events?after={10**30}", None),
             ("GET", "/events?after=-1", None),
             ("POST", "/add", json.dumps({"path": f"{self.sandbox}/a\0b"}).encode()),
-            ("POST", "/restore", json.dumps({"path": p, "at": -1e20,
-                                             "to": f"{self.sandbox}/o"}).encode()),
-            ("POST", "/restore", json.dumps({"path": p, "at": "seq:99999999999999999999",
-                                             "to": f"{self.sandbox}/o"}).encode()),
+            (
+                "POST",
+                "/restore",
+                json.dumps({"path": p, "at": -1e20, "to": f"{self.sandbox}/o"}).encode(),
+            ),
+            (
+                "POST",
+                "/restore",
+                json.dumps(
+                    {"path": p, "at": "seq:99999999999999999999", "to": f"{self.sandbox}/o"}
+                ).encode(),
+            ),
             ("POST", "/add", json.dumps({"path": f"{self.sandbox}/" + "d/" * 20_000}).encode()),
         ]
         for method, url, body in cases:
             started = time.monotonic()
             self.send(method, url, body, f"hostile {method} {url[:40]}")
             if time.monotonic() - started > 5:
-                self.summary.violate("the event loop stays free",
-                                     f"{method} {url[:40]} took {time.monotonic() - started:.1f} s")
+                self.summary.violate(
+                    "the event loop stays free",
+                    f"{method} {url[:40]} took {time.monotonic() - started:.1f} s",
+                )
 
     def fuzz_stream(self, frames: int) -> None:
         """Random frames on journal.sock; then the entry must still restore and back up."""

@@ -110,7 +110,8 @@ class Daemon:
     def _answers(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise TortureTimeout(f"daemon exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            code = self.proc.returncode
+            raise TortureTimeout(f"daemon exited with {code}:\n{self.log()[-3000:]}")
         try:
             self.client.ping()
         except (DaemonUnavailable, FiletwinError):

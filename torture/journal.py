@@ -83,7 +83,12 @@ class Offline:
     """Damage a copy of the journal and read it back as ``restore`` does."""
 
     def __init__(
-        self, root: Path, daemon: Daemon, path: Path, jdir: Path, model: WriteModel,
+        self,
+        root: Path,
+        daemon: Daemon,
+        path: Path,
+        jdir: Path,
+        model: WriteModel,
         summary: Summary,
     ) -> None:
         self.root = root
@@ -106,8 +111,11 @@ class Offline:
     def cuts(self, rng: random.Random, every: bool) -> None:
         last = list_segments(self.pristine)[-1]
         size = last.stat().st_size
-        points = list(range(HEADER_SIZE, size)) if every else rng.sample(
-            range(HEADER_SIZE, size), min(40, size - HEADER_SIZE))
+        points = (
+            list(range(HEADER_SIZE, size))
+            if every
+            else rng.sample(range(HEADER_SIZE, size), min(40, size - HEADER_SIZE))
+        )
         for cut in points:
             seg = list_segments(self._copy())[-1]
             with open(seg, "r+b") as f:
@@ -130,7 +138,10 @@ class Offline:
         got = list(scan)
         for g, want in zip(got, self.records, strict=False):
             if (g.seq, g.kind, g.offset, bytes(g.data or b"")) != (
-                want.seq, want.kind, want.offset, bytes(want.data or b"")
+                want.seq,
+                want.kind,
+                want.offset,
+                bytes(want.data or b""),
             ):
                 self.summary.violate(
                     "rule 2 (nothing never written is restored)",
@@ -138,13 +149,16 @@ class Offline:
                 )
                 return
         if len(got) > len(self.records):
-            self.summary.violate("rule 2 (nothing never written is restored)",
-                                 f"{what}: {len(got)} records read, {len(self.records)} written")
+            self.summary.violate(
+                "rule 2 (nothing never written is restored)",
+                f"{what}: {len(got)} records read, {len(self.records)} written",
+            )
         if boundary_check is not None and len(got) < len(self.records):
             ends = _record_ends(self.records, self.pristine)
             if boundary_check not in ends and scan.torn is None:
-                self.summary.violate("a torn tail is reported",
-                                     f"{what}: the cut inside a record is not reported")
+                self.summary.violate(
+                    "a torn tail is reported", f"{what}: the cut inside a record is not reported"
+                )
         last = got[-1].seq if got else 0
         if last in self.model.after:
             self._restore(f"seq:{last}", self.model.after[last], what)
@@ -154,24 +168,30 @@ class Offline:
     def _restore(self, at: str, want: bytes, what: str) -> None:
         self.summary.add("restores of damaged journals")
         try:
-            restore_version(self.repo, str(self.path), at=at, to=str(self.out),
-                            journal_dir=str(self.work))
+            restore_version(
+                self.repo, str(self.path), at=at, to=str(self.out), journal_dir=str(self.work)
+            )
             got = self.out.read_bytes()
         except (FiletwinError, OSError) as e:
-            self.summary.violate("rule 1 (acknowledged writes kept)",
-                                 f"{what}: restore --at {at} (a whole record) fails: {e}")
+            self.summary.violate(
+                "rule 1 (acknowledged writes kept)",
+                f"{what}: restore --at {at} (a whole record) fails: {e}",
+            )
             return
         finally:
             with contextlib.suppress(OSError):
                 self.out.unlink()
         if got != want:
-            self.summary.violate("rule 1 (acknowledged writes kept)",
-                                 f"{what}: restore --at {at} (a whole record) is not its state")
+            self.summary.violate(
+                "rule 1 (acknowledged writes kept)",
+                f"{what}: restore --at {at} (a whole record) is not its state",
+            )
 
     def _refused(self, at: str, what: str) -> None:
         try:
-            result = restore_version(self.repo, str(self.path), at=at, to=str(self.out),
-                                     journal_dir=str(self.work))
+            result = restore_version(
+                self.repo, str(self.path), at=at, to=str(self.out), journal_dir=str(self.work)
+            )
         except (FiletwinError, OSError):
             self.summary.add("moments past the damage refused")
             return
@@ -200,8 +220,13 @@ def _record_ends(records: list[Any], jdir: Path) -> set[int]:
 
 
 def _restart_on_torn_tail(
-    daemon: Daemon, path: Path, jdir: Path, model: WriteModel, rng: random.Random,
-    summary: Summary, root: Path,
+    daemon: Daemon,
+    path: Path,
+    jdir: Path,
+    model: WriteModel,
+    rng: random.Random,
+    summary: Summary,
+    root: Path,
 ) -> None:
     """Tear the live journal's tail, restart: new writes must get fresh seqs and restore."""
     seg = list_segments(jdir)[-1]
@@ -215,23 +240,33 @@ def _restart_on_torn_tail(
     try:
         _session(daemon, path, model, rng, 15, close=True)
     except (FiletwinError, OSError) as e:
-        summary.violate("writes go on after a torn tail",
-                        f"journaled writes after a restart on a torn tail fail: {e}")
+        summary.violate(
+            "writes go on after a torn tail",
+            f"journaled writes after a restart on a torn tail fail: {e}",
+        )
         return
     seqs = sorted(model.after)
     if seqs and seqs[0] <= before:
-        summary.violate("new writes get new seqs",
-                        f"after a torn tail, new writes got seq {seqs[0]}, which version"
-                        f" seqs up to {before} already stand for (issue 8 item 4)")
+        summary.violate(
+            "new writes get new seqs",
+            f"after a torn tail, new writes got seq {seqs[0]}, which version"
+            f" seqs up to {before} already stand for (issue 8 item 4)",
+        )
     settle(daemon, summary)
     scratch = root / "scratch"
     scratch.mkdir(exist_ok=True)
     versions = daemon.client.history(path)
     check_model(daemon, path, model, summary, scratch, rng, None, versions)
     try:
-        wait_until(lambda: any(int(v.get("journal_seq", 0)) >= seqs[-1] - 1
-                               for v in daemon.client.history(path)), 10, "a checkpoint")
+        wait_until(
+            lambda: any(
+                int(v.get("journal_seq", 0)) >= seqs[-1] - 1 for v in daemon.client.history(path)
+            ),
+            10,
+            "a checkpoint",
+        )
     except AssertionError:
-        summary.violate("a good close makes a checkpoint",
-                        "after a torn tail and a restart, the next close makes no checkpoint"
-                        " (issue 8 item 4)")
+        summary.violate(
+            "a good close makes a checkpoint",
+            "after a torn tail and a restart, the next close makes no checkpoint (issue 8 item 4)",
+        )

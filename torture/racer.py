@@ -42,9 +42,9 @@ class Swapper(threading.Thread):
         aside = self.place.with_name(self.place.name + ".real")
         while not self.halt.is_set():
             with contextlib.suppress(OSError):
-                os.rename(self.place, aside)      # the real one out of the way
-                os.rename(link, self.place)       # the symlink in its place
-                os.rename(self.place, link)       # and back
+                os.rename(self.place, aside)  # the real one out of the way
+                os.rename(link, self.place)  # the symlink in its place
+                os.rename(self.place, link)  # and back
                 os.rename(aside, self.place)
                 self.swaps += 1
 
@@ -73,11 +73,14 @@ def run(seed: int, rounds: int) -> Summary:
             _capture(daemon, user, secret, max(1, rounds // 100), summary, root)
             after = sorted(p.name for p in victim.iterdir())
             if after != ["secret"]:
-                summary.violate("rule 4 (nothing follows a user's symlink)",
-                                f"files written into the victim directory: {after}")
+                summary.violate(
+                    "rule 4 (nothing follows a user's symlink)",
+                    f"files written into the victim directory: {after}",
+                )
             if secret.read_bytes() != SECRET:
-                summary.violate("rule 4 (nothing follows a user's symlink)",
-                                "the root-only secret was changed")
+                summary.violate(
+                    "rule 4 (nothing follows a user's symlink)", "the root-only secret was changed"
+                )
         finally:
             daemon.stop(signal.SIGKILL)
     return summary.finish()
@@ -105,9 +108,11 @@ def _restore_to(
     summary.add("swaps", racer.swaps)
     leaked = [p.name for p in victim.iterdir() if p.name != "secret"]
     if leaked:
-        summary.violate("rule 4 (nothing follows a user's symlink)",
-                        f"restore --to wrote {len(leaked)} of {n} files through a swapped parent"
-                        " into the victim directory (issue 8 item 10)")
+        summary.violate(
+            "rule 4 (nothing follows a user's symlink)",
+            f"restore --to wrote {len(leaked)} of {n} files through a swapped parent"
+            " into the victim directory (issue 8 item 10)",
+        )
 
 
 def _heal(daemon: Daemon, user: Path, secret: Path, n: int, summary: Summary) -> None:
@@ -139,7 +144,7 @@ def _capture(
         entry = user / f"notes{i}.db"
         entry.write_bytes(b"notes" * 400)
         c.add(entry, backup="on-write")
-        wait_until(lambda e=entry: c.status(e)["last_version"], 15, "the first version")
+        wait_until(lambda: c.status(entry)["last_version"], 15, "the first version")  # noqa: B023
         tmp = user / f".notes{i}.lnk"
         os.symlink(secret, tmp)
         os.rename(tmp, entry)
@@ -158,9 +163,11 @@ def _capture(
                 leaked = leaked or b"ROOT-ONLY SECRET" in out.read_bytes()
                 out.unlink()
         if leaked:
-            summary.violate("rule 4 (nothing follows a user's symlink)",
-                            "capture read a root-only file through a planted symlink: the"
-                            " secret is now restorable content of the entry (issue 8 item 9)")
+            summary.violate(
+                "rule 4 (nothing follows a user's symlink)",
+                "capture read a root-only file through a planted symlink: the"
+                " secret is now restorable content of the entry (issue 8 item 9)",
+            )
 
 
 def _versions(daemon: Daemon, entry: Path) -> list[str]:

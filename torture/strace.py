@@ -33,9 +33,7 @@ class Injection:
     ``inj.injected`` (after the block) is the number of calls failed.
     """
 
-    def __init__(
-        self, pids: list[int], syscall: str, n: int, persistent: bool, out: Path
-    ) -> None:
+    def __init__(self, pids: list[int], syscall: str, n: int, persistent: bool, out: Path) -> None:
         self.pids = pids
         self.syscall = syscall
         self.when = f"{n}+" if persistent else str(n)

@@ -96,7 +96,8 @@ def check_versions(
         if got != v["hash"]:
             summary.violate(
                 "rule 2 (stored versions restore)",
-                f"version {v['id']} of {path.name} restores to {got[:12]}, listed {v['hash']!s:.12}",
+                f"version {v['id']} of {path.name} restores to {got[:12]},"
+                f" listed {v['hash']!s:.12}",
             )
         if written is not None and v["hash"] not in written and v.get("cause") != "restore":
             summary.violate(
@@ -189,7 +190,10 @@ def _diff(got: bytes, want: bytes) -> str:
     if len(got) != len(want):
         return f"{len(got)} bytes, want {len(want)}"
     first = next(i for i in range(len(got)) if got[i] != want[i])
-    return f"first difference at byte {first}: {got[first:first + 8]!r} want {want[first:first + 8]!r}"
+    return (
+        f"first difference at byte {first}:"
+        f" {got[first : first + 8]!r} want {want[first : first + 8]!r}"
+    )
 
 
 def file_bytes(path: Path) -> bytes:
