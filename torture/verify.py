@@ -11,7 +11,7 @@ import os
 import random
 from pathlib import Path
 
-from filetwin.errors import DaemonUnavailable, FiletwinError
+from filetwin.errors import DaemonUnavailable, FiletwinError, NotFound
 
 from .harness import Daemon, TortureTimeout, wait_until
 from .model import Summary, WriteModel, digest
@@ -84,6 +84,9 @@ def check_versions(
         except DaemonUnavailable:
             raise
         except (FiletwinError, OSError) as e:
+            if isinstance(e, NotFound) and _retired(daemon, path, str(v["id"])):
+                summary.add("versions retired by retention meanwhile")
+                continue  # history listed it, then retention removed it: no promise broken
             summary.violate(
                 "rule 2 (stored versions restore)",
                 f"version {v['id']} of {path.name} does not restore: {e}",
@@ -106,6 +109,14 @@ def check_versions(
                 " holds content the workload never completed",
             )
     return versions
+
+
+def _retired(daemon: Daemon, path: Path, version: str) -> bool:
+    """True if ``version`` is no longer in the history of ``path``."""
+    try:
+        return all(str(v["id"]) != version for v in daemon.client.history(path))
+    except FiletwinError:
+        return False
 
 
 def check_model(
