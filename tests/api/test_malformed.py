@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -152,10 +151,11 @@ def test_events_after_the_largest_integer_is_empty(shared: Daemon) -> None:
 )  # fmt: skip
 def test_restore_at_out_of_range(shared: Daemon, existing: str, at: str) -> None:
     offset = len(shared.log())
-    body = f'{{"path": {json.dumps(existing)}, "at": {at}, "to": "/tmp/never-written"}}'
+    dest = shared.state_dir.parent / "never-written"
+    body = f'{{"path": {json.dumps(existing)}, "at": {at}, "to": {json.dumps(str(dest))}}}'
     answer = raw_request(shared.socket_path, "POST", "/restore", body)
     assert_error(answer, 400)
-    assert not Path("/tmp/never-written").exists()
+    assert not dest.exists()
     no_traceback_since(shared, offset)
 
 
