@@ -48,6 +48,7 @@ ENTRY_CACHE_S = 1.0
 #: fuse_main's status when its loop ended with an error, a signal included
 FUSE_LOOP_ENDED = 8
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 STAT_KEYS = (
     "st_atime",
     "st_ctime",
@@ -92,7 +93,10 @@ class Handle:
 
 
 class _FUSE(mfusepy.FUSE):
-    """mfusepy, plus ``direct_io`` on the handles the interceptor asks it for."""
+    """mfusepy, plus ``direct_io`` on the handles the interceptor asks it for, and
+    the open file's handle passed to chmod, chown, truncate and utimens: with
+    ``flag_nopath`` those calls on an open file (a heal's fchmod, fchown,
+    futimens on its temp file) come with no path, only the handle."""
 
     def open(self, path: bytes, fip: Any) -> int:
         ret = super().open(path, fip)
@@ -111,6 +115,44 @@ class _FUSE(mfusepy.FUSE):
             # would wait on the page an application's failing read holds locked.
             fip.contents.direct_io = 1
             fip.contents.keep_cache = 1
+
+    def _args(self, path: bytes | None, fip: Any) -> tuple[str | None, int | None]:
+        return (
+            None if path is None else path.decode(self.encoding, self.errors),
+            fip.contents.fh if fip else None,
+        )
+
+    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
+        return int(self.operations.chmod(*self._args(path, fip), mode=mode))
+
+    def chown_fuse_3(self, path: bytes | None, uid: int, gid: int, fip: Any) -> int:
+        # -1 ("leave it") arrives as the unsigned maximum
+        uid = -1 if mfusepy.c_uid_t(uid + 1).value == 0 else uid
+        gid = -1 if mfusepy.c_gid_t(gid + 1).value == 0 else gid
+        return int(self.operations.chown(*self._args(path, fip), uid=uid, gid=gid))
+
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        p, fh = self._args(path, fip)
+        return int(self.operations.truncate(p, length, fh))
+
+    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        p, fh = self._args(path, fip)
+        times = None
+        if buf:
+            # UTIME_NOW and UTIME_OMIT (touch -a, touch -m) resolved here:
+            # os.utime takes plain times only.
+            now, old = time.time_ns(), None
+            ns = []
+            for key, t in (("st_atime", buf.contents.actime), ("st_mtime", buf.contents.modtime)):
+                if t.tv_nsec == _UTIME_NOW:
+                    ns.append(now)
+                elif t.tv_nsec == _UTIME_OMIT:
+                    old = old or self.operations.getattr(p, fh)
+                    ns.append(int(old[key]))
+                else:
+                    ns.append(t.tv_sec * 10**9 + t.tv_nsec)
+            times = (ns[0], ns[1])
+        return int(self.operations.utimens(p, fh, times=times))
 
 
 class Interceptor(mfusepy.Operations):
@@ -368,12 +410,14 @@ class Interceptor(mfusepy.Operations):
         self._journal(h, "write", offset, data[:n], wait=False)
         return n
 
-    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
-        if fh is not None and fh in self._handles:
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        if fh is not None:
             h = self._handle(fh)
             self._journal(h, "truncate", length)
             os.ftruncate(h.fd, length)
             return 0
+        if path is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
         real = self._real(path)
         entry = self._entry(real)
         if entry is not None and entry["backup_mode"] == "on-write" and not self._from_daemon():
@@ -505,18 +549,42 @@ class Interceptor(mfusepy.Operations):
             os.rename(oname, nname, src_dir_fd=od, dst_dir_fd=nd)
         return 0
 
-    def chmod(self, path: str, mode: int) -> int:
-        with self.src.parent(path) as (d, name):
+    def _open_fd(self, fh: int | None) -> int | None:
+        """The descriptor of open handle ``fh`` (None: operate on the path)."""
+        if fh is None:
+            return None
+        with self._lock:
+            h = self._handles.get(fh)
+        if h is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        return h.fd
+
+    def chmod(self, path: str | None, fh: int | None = None, *, mode: int) -> int:
+        fd = self._open_fd(fh)
+        if fd is not None:
+            os.fchmod(fd, mode)
+            return 0
+        with self.src.parent(path or "/") as (d, name):
             os.chmod(name, mode, dir_fd=d, follow_symlinks=False)
         return 0
 
-    def chown(self, path: str, uid: int, gid: int) -> int:
-        with self.src.parent(path) as (d, name):
+    def chown(self, path: str | None, fh: int | None = None, *, uid: int, gid: int) -> int:
+        fd = self._open_fd(fh)
+        if fd is not None:
+            os.fchown(fd, uid, gid)
+            return 0
+        with self.src.parent(path or "/") as (d, name):
             os.chown(name, uid, gid, dir_fd=d, follow_symlinks=False)
         return 0
 
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        with self.src.parent(path) as (d, name):
+    def utimens(
+        self, path: str | None, fh: int | None = None, *, times: tuple[int, int] | None = None
+    ) -> int:
+        fd = self._open_fd(fh)
+        if fd is not None:
+            os.utime(fd, ns=times) if times is not None else os.utime(fd)
+            return 0
+        with self.src.parent(path or "/") as (d, name):
             if times is None:
                 os.utime(name, dir_fd=d, follow_symlinks=False)
             else:
