@@ -421,9 +421,15 @@ class Api:
                 parse_time(at)  # out of range or not finite: refused here, not in a worker
             else:
                 text_field(data, "at")
+        version = text_field(data, "version")
+        if version is not None and (
+            len(version) < 4 or any(c not in "0123456789abcdef" for c in version.lower())
+        ):
+            # The repository's own rule, checked before a job starts for it.
+            raise UsageError(f"bad version id {version[:100]!r}: give at least 4 hex characters")
         result = await self.engine.restore(
             path,
-            version=text_field(data, "version"),
+            version=version,
             at=None if at is None else str(at),
             to=to,
         )
