@@ -133,9 +133,17 @@ def quarantine(path: str, quarantine_dir: Path, dfd: int | None = None) -> dict[
 
 
 def heal_file(
-    repo: Repository, path: str, journal_dir: str | None, quarantine_dir: str
+    repo: Repository,
+    path: str,
+    journal_dir: str | None,
+    quarantine_dir: str,
+    in_place: bool = False,
 ) -> dict[str, Any]:
-    """Run the heal procedure on entry ``path``; return what was done."""
+    """Run the heal procedure on entry ``path``; return what was done.
+
+    ``in_place``: write the rebuilt content into the file's inode rather than
+    rename a new file over it: a program that holds the file open for writing
+    then keeps writing into the live file, not into an unlinked one."""
     jdir = Path(journal_dir) if journal_dir else None
     moment = resolve(repo, path, jdir, None)
     base = moment.base
@@ -166,7 +174,7 @@ def heal_file(
     dfd = open_dir_nofollow(directory)
     try:
         kept = quarantine(path, Path(quarantine_dir), dfd)
-        size = replace_in_dir(dfd, name, path, fill, meta, keep_links=True)
+        size = replace_in_dir(dfd, name, path, fill, meta, keep_links=True, keep_inode=in_place)
         check = open_regular_at(dfd, name)
         if check is None:
             raise RestoreError(f"{path} is not there after healing")
@@ -248,11 +256,16 @@ def verify_file(repo: Repository, path: str, journal_dir: str | None) -> dict[st
         return {"path": path, "status": "corrupt", "detail": "reading the file failed with EIO"}
     if live_hash == want["hash"]:
         return {"path": path, "status": "ok", "detail": "content matches the newest state"}
-    if want["journal"]:
-        same_meta = size == want["size"] and mtime_ns <= want["mtime_ns"]
-    else:
-        same_meta = size == want["size"] and mtime_ns == want["mtime_ns"]
-    if same_meta:
+    if want["journal"] and mtime_ns <= want["mtime_ns"]:
+        # Nothing wrote the file after its journal's last record, yet it does not
+        # hold the journaled state: acknowledged writes did not reach it.
+        return {
+            "path": path,
+            "status": "corrupt",
+            "detail": "older than its journal's last record but with other content "
+            "(journaled writes are missing from it)",
+        }
+    if not want["journal"] and size == want["size"] and mtime_ns == want["mtime_ns"]:
         return {
             "path": path,
             "status": "corrupt",

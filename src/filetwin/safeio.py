@@ -297,10 +297,15 @@ def replace_in_dir(
     meta: FileMeta,
     *,
     keep_links: bool = False,
+    keep_inode: bool = False,
 ) -> int:
     """replace_file_with on ``name`` in the directory already open as ``dfd``
     (``path`` only names it in messages): a caller that reads the file, then
-    replaces it, walks the path once and works in one directory throughout."""
+    replaces it, walks the path once and works in one directory throughout.
+
+    ``keep_links``: a file with several links is written into its inode, so
+    every link sees the new content. ``keep_inode``: any existing regular file
+    is (a program holding it open keeps writing into the live file)."""
     if not name or "/" in name or name in (".", ".."):
         raise UnsafePath(f"{path} does not name a file")
     tmp = f".{name}.filetwin-{secrets.token_hex(4)}"
@@ -312,10 +317,9 @@ def replace_in_dir(
             existing = None
         _refuse_special(path, existing)
         if (
-            keep_links
-            and existing is not None
+            existing is not None
             and stat.S_ISREG(existing.st_mode)
-            and existing.st_nlink > 1
+            and (keep_inode or (keep_links and existing.st_nlink > 1))
         ):
             return _write_into_inode(dfd, name, path, existing, fill, meta)
         fd = os.open(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..capture.leases import open_for_writing
 from ..config import Config
 from ..errors import Conflict, FiletwinError
 from ..policy import scaled_timeout
@@ -139,12 +140,44 @@ class Healer:
                 del self._running[path]
 
     async def _heal(self, path: str, reason: str) -> dict[str, Any]:
-        """Run the recovery job with the entry's retries and deadline."""
+        """Heal the file if it is damaged; run the recovery job with the entry's
+        retries and deadline.
+
+        A file that reads without error is never rolled back: one that matches
+        its newest state has nothing to heal, and one that is newer than it (a
+        program wrote since) holds writes acknowledged to that program. Both are
+        left as they are, and the answer (``healed`` false) says why.
+        """
         async with self.lock_of(path):
             row = self.table.require(path)
             if row["backup_mode"] == "on-write":
                 await self.journal.sync(path)
-            healed = await self.jobs.run(self._job("heal", row), _result)
+            check = await self.jobs.run(self._job("verify", row), _result)
+            if check["status"] in ("ok", "changed"):
+                why = (
+                    "it matches its newest state: nothing to heal"
+                    if check["status"] == "ok"
+                    else "it reads without error and is newer than its last state "
+                    f"({check['detail']}); healing would roll back writes made since. "
+                    f"Use `filetwin restore {path}` to go back deliberately"
+                )
+                self.emit(path, "heal-skipped", True, f"{path} was not healed ({reason}): {why}")
+                return {
+                    "path": path,
+                    "healed": False,
+                    "status": check["status"],
+                    "message": f"{path} was not healed: {why}",
+                    "version": None,
+                    "journal_seq": None,
+                    "quarantined": None,
+                    "unreadable": [],
+                }
+            job = self._job("heal", row)
+            # A program holding the file open for writing keeps writing into the
+            # healed file, not into an unlinked inode that nothing will read.
+            job.work["in_place"] = bool(await asyncio.to_thread(open_for_writing, path))
+            healed = await self.jobs.run(job, _result)
+            healed["healed"] = True
             self.journal.healed(path)
             where = (
                 f"; the damaged copy is in {healed['quarantined']}" if healed["quarantined"] else ""

@@ -68,7 +68,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             return {
                 "ok": True,
                 "result": heal_file(
-                    repo, job["path"], job.get("journal_dir"), job["quarantine_dir"]
+                    repo,
+                    job["path"],
+                    job.get("journal_dir"),
+                    job["quarantine_dir"],
+                    in_place=bool(job.get("in_place")),
                 ),
             }
         if kind == "verify":
