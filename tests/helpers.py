@@ -124,6 +124,8 @@ def run_cli(
         [sys.executable, "-m", "filetwin", *args],
         capture_output=True,
         text=True,
+        # File names need not be UTF-8: the CLI prints their bytes.
+        errors="surrogateescape",
         input=None if input is None else input.decode(),
         timeout=120,
         cwd=cwd,

@@ -7,6 +7,7 @@ seconds and shown as ISO 8601 UTC by ``as_json``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -101,6 +102,39 @@ def as_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bind_raw_names(sql: str, args: Any) -> tuple[str, Any]:
+    """Bind text that is not UTF-8 (a file name's surrogate escapes) as its bytes,
+    cast to TEXT, so that SQLite stores the name's bytes exactly."""
+    if not args or all(not isinstance(a, str) or a.isascii() or _is_utf8(a) for a in args):
+        return sql, args
+    raw = {i for i, a in enumerate(args) if isinstance(a, str) and not _is_utf8(a)}
+    parts = sql.split("?")
+    out = parts[0]
+    for i, part in enumerate(parts[1:]):
+        out += ("CAST(? AS TEXT)" if i in raw else "?") + part
+    values = [
+        a.encode("utf-8", "surrogateescape") if i in raw else a for i, a in enumerate(args)
+    ]
+    return out, values
+
+
+def _status_shape(row: dict[str, Any], cols: list[str]) -> dict[str, Any]:
+    """One row as status_json shapes it (the slow path, for non-UTF-8 names)."""
+    return as_json({c: row.get(c) for c in cols})
+
+
 class Table:
     """Entries and events in one SQLite file; see the module docstring."""
 
@@ -110,6 +144,9 @@ class Table:
         try:
             self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
             self.db.row_factory = sqlite3.Row
+            # File names need not be UTF-8: they are kept as their bytes (see
+            # _bind_raw_names) and read back with surrogate escapes, as os does.
+            self.db.text_factory = _decode
             self.db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a commit survives the daemon dying at once and a power
             # loss after the next checkpoint; versions themselves are in the repository.
@@ -128,6 +165,7 @@ class Table:
     def _exec(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
         """Run one statement; a failure of the database (a full or failing state
         directory) is a StateError. Integrity errors go to the caller."""
+        sql, args = _bind_raw_names(sql, args)
         try:
             return self.db.execute(sql, args)
         except sqlite3.IntegrityError:
@@ -210,13 +248,18 @@ class Table:
         # Its own connection: callers run this in a thread, and a WAL reader
         # does not block the daemon's writes meanwhile.
         db = sqlite3.connect(self.path, timeout=10)
+        db.text_factory = _decode
         try:
             row = db.execute(sql).fetchone()
         except sqlite3.Error as e:
             raise StateError(f"the management table {self.path} cannot be read: {e}") from e
         finally:
             db.close()
-        return str(row[0]) if row and row[0] is not None else "[]"
+        text = str(row[0]) if row and row[0] is not None else "[]"
+        if not _is_utf8(text):
+            # SQLite's JSON does not escape the surrogates of a non-UTF-8 name.
+            return json.dumps([_status_shape(r, cols) for r in self.all()])
+        return text
 
     def all(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._exec("SELECT * FROM entries ORDER BY path")]

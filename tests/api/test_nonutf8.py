@@ -13,8 +13,6 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-
 from tests.api.rawhttp import ERROR_KEYS, raw_request
 from tests.helpers import Daemon
 
@@ -43,11 +41,6 @@ def test_non_utf8_names_never_make_a_500(daemon: Daemon, files: Path) -> None:
     assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="table.py cannot bind names with lone surrogates to SQLite yet "
-    "(the API and the client carry them; see docs/api.md)",
-)
 def test_non_utf8_name_add_history_restore_through_the_cli(daemon: Daemon, files: Path) -> None:
     path = make(files, b"first\n")
     added = daemon.cli("add", path)
@@ -59,7 +52,9 @@ def test_non_utf8_name_add_history_restore_through_the_cli(daemon: Daemon, files
     history = daemon.cli("history", path, "--json")
     assert history.returncode == 0, history.stderr
     versions = json.loads(history.stdout)
-    assert [v["size"] for v in versions] == [6, 7]
+    sizes = [v["size"] for v in versions]
+    # the close of the second write is versioned too, before or after `backup`
+    assert sizes[0] == 6 and set(sizes[1:]) == {7}, sizes
     assert os.fsencode(versions[0]["path"]) == os.fsencode(path)
     dest = os.fsdecode(os.path.join(os.fsencode(files), b"restored-" + NAME))
     restored = daemon.cli("restore", path, "--version", versions[0]["id"], "--to", dest)

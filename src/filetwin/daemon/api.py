@@ -45,8 +45,6 @@ from .entrypaths import (
     check_path,
     entry_path_async,
     resolve_new_paths,
-    table_can_hold,
-    table_get,
 )
 from .openapi import OPENAPI
 
@@ -342,12 +340,6 @@ class Api:
         policy = defaults.updated({k: data.get(k) for k in POLICY_KEYS}).validated()
         # Checked and resolved on a thread: lstat/realpath/open block on the disk.
         resolved, notes = await asyncio.to_thread(resolve_new_paths, paths)
-        for path in resolved:
-            if not table_can_hold(self.engine.table, path):
-                raise UsageError(
-                    f"{path!r}: a file name that is not UTF-8 cannot be protected yet "
-                    "(the management table cannot store it)"
-                )
         result = await self.engine.add(resolved, policy)
         result["messages"] = [*notes, *result.get("messages", [])]
         return web.json_response(result)
@@ -400,7 +392,7 @@ class Api:
             raise UsageError("missing query parameter 'path'")
         path = await self._path_or_history(raw)
         versions = await asyncio.to_thread(self.engine.repo.versions, path)
-        if not versions and table_get(self.engine.table, path) is None:
+        if not versions and self.engine.table.get(path) is None:
             raise UsageError(f"{path} is not protected and has no history")
         return web.json_response([manifest_json(m.to_json()) for m in versions])
 
@@ -408,8 +400,6 @@ class Api:
         data = await body(request)
         no_unknown_fields(data, ("path", "version", "at", "to"))
         path = await self._path_or_history(field(data, "path", str))
-        if not table_can_hold(self.engine.table, path):
-            raise NotFound(f"{path!r} is not protected and has no history")
         to = field(data, "to", str, required=False)
         if to is not None:
             check_path(to, "destination")
@@ -511,8 +501,6 @@ class Api:
         follow = params.get("follow", "")
         if follow not in ("", "0", "false", "1", "true"):
             raise UsageError(f"query parameter 'follow' must be 1 or 0, not {follow[:50]!r}")
-        if path is not None and not table_can_hold(self.engine.table, path):
-            return web.json_response([])  # no event can name it (see table_get)
         if follow not in ("1", "true"):
             return web.json_response(
                 [as_json(e) for e in self.engine.table.events(path, after, limit)]

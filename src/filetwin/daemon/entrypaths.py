@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from typing import Any
 
 from ..errors import Conflict, NotFound, UsageError
 from ..table import Table
@@ -132,38 +131,16 @@ def validate_new_paths(paths: list[str], table: Table) -> tuple[list[str], list[
     return resolved, notes
 
 
-def table_get(table: Table, path: str) -> dict[str, Any] | None:
-    """``table.get``, None for a name the table cannot hold.
-
-    A name that is not UTF-8 (lone surrogates) cannot be bound by SQLite until
-    the table stores such names; until then no entry can have one, so it names
-    none (instead of a UnicodeEncodeError escaping as a 500).
-    """
-    try:
-        return table.get(path)
-    except UnicodeEncodeError:
-        return None
-
-
-def table_can_hold(table: Table, path: str) -> bool:
-    """Whether the table can store an entry named ``path`` (see ``table_get``)."""
-    try:
-        table.get(path)
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def entry_path(raw: object, table: Table) -> str:
     """The entry a user's absolute path names: itself, else its resolved form.
 
     Blocking (realpath): for request input use ``entry_path_async``.
     """
     norm = os.path.normpath(check_path(raw))
-    if table_get(table, norm) is not None:
+    if table.get(norm) is not None:
         return norm
     real = os.path.realpath(norm)
-    if table_get(table, real) is not None:
+    if table.get(real) is not None:
         return real
     raise NotFound(f"{_show(str(raw))} is not protected (no such entry; see `filetwin status`)")
 
@@ -171,9 +148,9 @@ def entry_path(raw: object, table: Table) -> str:
 async def entry_path_async(raw: object, table: Table) -> str:
     """``entry_path`` with the path resolved in a thread, the table read on the loop."""
     norm = os.path.normpath(check_path(raw))
-    if table_get(table, norm) is not None:
+    if table.get(norm) is not None:
         return norm
     real = await asyncio.to_thread(os.path.realpath, norm)
-    if table_get(table, real) is not None:
+    if table.get(real) is not None:
         return real
     raise NotFound(f"{_show(str(raw))} is not protected (no such entry; see `filetwin status`)")

@@ -27,7 +27,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..errors import FiletwinError, JobTimeout, SourceError, StateError, error_from
+from ..errors import (
+    FiletwinError,
+    JobTimeout,
+    NotFound,
+    RepositoryError,
+    SourceError,
+    StateError,
+    UsageError,
+    error_from,
+)
 from .gate import Gate
 from .pool import WorkerPool
 
@@ -111,6 +120,13 @@ class Job:
         return self.what or f"{NOUN.get(self.kind, self.kind)} of {self.path}"
 
 
+def _refused(error: FiletwinError) -> bool:
+    """Whether ``error`` refuses bad input rather than reports a failure."""
+    if isinstance(error, RepositoryError):
+        return False  # ObjectNotFound: a chunk the repository lost is a failure
+    return isinstance(error, (UsageError, NotFound))
+
+
 def answer_error(answer: dict[str, Any]) -> FiletwinError:
     """The exception a worker's failed answer names."""
     return error_from(answer.get("type"), str(answer.get("error")), answer.get("errno"))
@@ -167,6 +183,11 @@ class JobRunner:
                 raise
             except Exception as e:
                 error = self._as_error(e, job)
+                if _refused(error):
+                    # Bad input (an unknown version, a malformed moment): the job was
+                    # refused, the entry did not fail.
+                    self.end(job.path, job.kind)
+                    raise
                 result = "timeout" if isinstance(error, JobTimeout) else "failed"
                 self.end(job.path, job.kind, last_result=result, last_error=str(error))
                 if (
