@@ -122,3 +122,20 @@ def test_an_overlay_past_its_bound_raises_instead_of_healing(
     assert quarantined(daemon) == []
     with f.open("rb") as g:
         assert g.read(9) == b"FIRSTMORE"  # the acknowledged writes are still there
+
+
+@pytest.mark.parametrize("backup", MODES)
+def test_appends_are_put_back_where_they_were_made(
+    btrfs: Btrfs, make_daemon: Callable[..., Daemon], backup: str
+) -> None:
+    """An appending file's overlay is put back at the offsets the appends had
+    (not appended again), and the file keeps appending after the heal."""
+    daemon = make_daemon("state", **FAST)
+    f, content, _bad = damaged(btrfs, daemon, backup)
+    with filetwin.open(f, "a+b", client=daemon.client) as fh:
+        assert fh.write(b"APPENDED") == 8
+        fh.seek(0)
+        assert fh.read() == content + b"APPENDED"  # EIO, heal, overlay, read retried
+        assert fh.write(b"MORE") == 4
+    assert f.read_bytes() == content + b"APPENDEDMORE"
+    one_heal(daemon, f)
