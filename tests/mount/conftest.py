@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import btrfs  # noqa: F401  (the fixture)
+from tests.faults.conftest import btrfs, mounted  # noqa: F401  (the fixtures)
 from tests.helpers import Daemon, wait_until
 
 
@@ -77,3 +77,34 @@ def in_place(tmp_path: Path) -> Iterator[Callable[..., InPlace]]:
                 m.proc.wait(10)
         while is_inplace_mount(m.dir):  # a restarted one, or a dead one left by a test
             subprocess.run(["fusermount3", "-u", "-z", str(m.dir)], capture_output=True)
+
+
+def interceptor_pid(mountpoint: Path) -> int:
+    """The process serving ``mountpoint`` (its command line names it)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"filetwin" in b" ".join(cmd) and os.fsencode(str(mountpoint)) in cmd:
+            return int(entry)
+    raise AssertionError(f"no interceptor serves {mountpoint}")
+
+
+@pytest.fixture(params=["mount", "in-place"])
+def through(
+    request: pytest.FixtureRequest, in_place: Callable[..., InPlace]
+) -> Callable[[Daemon, Path], tuple[Path, int]]:
+    """``through(daemon, files)``: (the directory programs use, the interceptor's pid)."""
+
+    def serve(daemon: Daemon, files: Path) -> tuple[Path, int]:
+        if request.param == "mount":
+            mount = request.getfixturevalue("mounted")
+            mnt = mount(daemon, files)
+            return mnt, interceptor_pid(mnt)
+        m = in_place(daemon, files)
+        return files, m.proc.pid
+
+    return serve

@@ -25,9 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+import mfusepy  # noqa: E402  (must see FUSE_LIBRARY_NAME first)
+
 FUSE_CONF = "/etc/fuse.conf"
 #: the fsname of an in-place mount in /proc/self/mountinfo starts with this
 FSNAME_PREFIX = "filetwin-inplace:"
+_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 
 
 def allow_other_permitted(fuse_conf: str = FUSE_CONF) -> bool:
@@ -123,3 +127,66 @@ def record_alive(record: dict[str, Any]) -> bool:
 def own_argv() -> list[str]:
     """How to start this interceptor again: the same interpreter, the same arguments."""
     return [sys.executable, "-m", "filetwin", *sys.argv[1:]]
+
+
+class InPlaceFUSE(mfusepy.FUSE):
+    """mfusepy, plus ``direct_io`` on the handles the interceptor asks it for, and
+    the open file's handle passed to chmod, chown, truncate and utimens: with
+    ``flag_nopath`` those calls on an open file (a heal's fchmod, fchown,
+    futimens on its temp file) come with no path, only the handle."""
+
+    def open(self, path: bytes, fip: Any) -> int:
+        ret = super().open(path, fip)
+        self._uncached(fip)
+        return ret
+
+    def create(self, path: bytes, mode: int, fip: Any) -> int:
+        ret = super().create(path, mode, fip)
+        self._uncached(fip)
+        return ret
+
+    def _uncached(self, fip: Any) -> None:
+        h = self.operations._handles.get(fip.contents.fh)
+        if h is not None and h.raw:
+            # Uncached, and without the page cache invalidation of an open, which
+            # would wait on the page an application's failing read holds locked.
+            fip.contents.direct_io = 1
+            fip.contents.keep_cache = 1
+
+    def _args(self, path: bytes | None, fip: Any) -> tuple[str | None, int | None]:
+        return (
+            None if path is None else path.decode(self.encoding, self.errors),
+            fip.contents.fh if fip else None,
+        )
+
+    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
+        return int(self.operations.chmod(*self._args(path, fip), mode=mode))
+
+    def chown_fuse_3(self, path: bytes | None, uid: int, gid: int, fip: Any) -> int:
+        # -1 ("leave it") arrives as the unsigned maximum
+        uid = -1 if mfusepy.c_uid_t(uid + 1).value == 0 else uid
+        gid = -1 if mfusepy.c_gid_t(gid + 1).value == 0 else gid
+        return int(self.operations.chown(*self._args(path, fip), uid=uid, gid=gid))
+
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        p, fh = self._args(path, fip)
+        return int(self.operations.truncate(p, length, fh))
+
+    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        p, fh = self._args(path, fip)
+        times = None
+        if buf:
+            # UTIME_NOW and UTIME_OMIT (touch -a, touch -m) resolved here:
+            # os.utime takes plain times only.
+            now, old = time.time_ns(), None
+            ns = []
+            for key, t in (("st_atime", buf.contents.actime), ("st_mtime", buf.contents.modtime)):
+                if t.tv_nsec == _UTIME_NOW:
+                    ns.append(now)
+                elif t.tv_nsec == _UTIME_OMIT:
+                    old = old or self.operations.getattr(p, fh)
+                    ns.append(int(old[key]))
+                else:
+                    ns.append(t.tv_sec * 10**9 + t.tv_nsec)
+            times = (ns[0], ns[1])
+        return int(self.operations.utimens(p, fh, times=times))

@@ -40,15 +40,22 @@ import mfusepy  # noqa: E402  (must see FUSE_LIBRARY_NAME first)
 from ..client import Client, WriteStream  # noqa: E402
 from ..errors import DaemonUnavailable, FiletwinError, NotFound  # noqa: E402
 from ..heal import IO_ERRNOS  # noqa: E402
-from .inplace import FSNAME_PREFIX, allow_other_permitted, process_tree_has  # noqa: E402
+from .inplace import (  # noqa: E402
+    FSNAME_PREFIX,
+    InPlaceFUSE,
+    allow_other_permitted,
+    process_tree_has,
+)
 from .srcdir import SourceDir  # noqa: E402
 
 log = logging.getLogger("filetwin.mount")
 ENTRY_CACHE_S = 1.0
+#: the writes kept per open file to re-apply after a heal; past this, a heal
+#: that would roll them back fails the call with EIO instead (the application is told)
+OVERLAY_MAX = 64 << 20
 #: fuse_main's status when its loop ended with an error, a signal included
 FUSE_LOOP_ENDED = 8
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
-_UTIME_NOW, _UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 STAT_KEYS = (
     "st_atime",
     "st_ctime",
@@ -66,6 +73,44 @@ STAT_KEYS = (
 
 
 @dataclass
+class Shared:
+    """What the open handles of one protected file share: the order of their
+    writes and the writes themselves since the first of them was opened (the
+    overlay), so that a heal, which rebuilds the file from its last version,
+    rolls back none of them: they are re-applied to the healed file."""
+
+    #: held while a write reaches SOURCE and while a heal's result is put in place
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    #: serialises heals of the file (FUSE threads may meet the same EIO at once)
+    heal_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: (offset, data) of each write, (length, None) of each truncate, in order
+    ops: list[tuple[int, bytes | None]] = field(default_factory=list)
+    size: int = 0
+    #: more than OVERLAY_MAX written: what was written cannot be re-applied
+    overflowed: bool = False
+    opens: int = 0
+
+    def add(self, offset: int, data: bytes | None) -> None:
+        if self.overflowed:
+            return
+        self.size += len(data or b"")
+        if self.size > OVERLAY_MAX:
+            self.overflowed = True
+            self.ops.clear()
+            return
+        self.ops.append((offset, data))
+
+    def apply(self, fd: int) -> None:
+        for offset, data in self.ops:
+            if data is None:
+                os.ftruncate(fd, offset)
+                continue
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], offset + done)
+
+
+@dataclass
 class Handle:
     fd: int
     #: the entry's path (the key of the daemon's table): SOURCE/rel, or DIR/rel in place
@@ -78,9 +123,13 @@ class Handle:
     size_at_open: int = 0
     #: opened by the daemon itself through an in-place mount: passed straight through
     raw: bool = False
+    #: shared with the file's other handles (None: raw, or not protected at open)
+    shared: Shared | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    #: serialises heals of this handle (FUSE threads may meet the same EIO at once)
+    #: serialises heals of this handle when it has no ``shared``
     heal_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: something was written through this handle
+    wrote: bool = False
     #: descriptors of the damaged file, replaced by a heal; closed at release,
     #: never before, so that another thread's pread on one cannot hit a reused fd
     retired: list[int] = field(default_factory=list)
@@ -90,69 +139,6 @@ class Handle:
     @property
     def writable(self) -> bool:
         return bool(self.flags & WRITE_FLAGS)
-
-
-class _FUSE(mfusepy.FUSE):
-    """mfusepy, plus ``direct_io`` on the handles the interceptor asks it for, and
-    the open file's handle passed to chmod, chown, truncate and utimens: with
-    ``flag_nopath`` those calls on an open file (a heal's fchmod, fchown,
-    futimens on its temp file) come with no path, only the handle."""
-
-    def open(self, path: bytes, fip: Any) -> int:
-        ret = super().open(path, fip)
-        self._uncached(fip)
-        return ret
-
-    def create(self, path: bytes, mode: int, fip: Any) -> int:
-        ret = super().create(path, mode, fip)
-        self._uncached(fip)
-        return ret
-
-    def _uncached(self, fip: Any) -> None:
-        h = self.operations._handles.get(fip.contents.fh)
-        if h is not None and h.raw:
-            # Uncached, and without the page cache invalidation of an open, which
-            # would wait on the page an application's failing read holds locked.
-            fip.contents.direct_io = 1
-            fip.contents.keep_cache = 1
-
-    def _args(self, path: bytes | None, fip: Any) -> tuple[str | None, int | None]:
-        return (
-            None if path is None else path.decode(self.encoding, self.errors),
-            fip.contents.fh if fip else None,
-        )
-
-    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
-        return int(self.operations.chmod(*self._args(path, fip), mode=mode))
-
-    def chown_fuse_3(self, path: bytes | None, uid: int, gid: int, fip: Any) -> int:
-        # -1 ("leave it") arrives as the unsigned maximum
-        uid = -1 if mfusepy.c_uid_t(uid + 1).value == 0 else uid
-        gid = -1 if mfusepy.c_gid_t(gid + 1).value == 0 else gid
-        return int(self.operations.chown(*self._args(path, fip), uid=uid, gid=gid))
-
-    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
-        p, fh = self._args(path, fip)
-        return int(self.operations.truncate(p, length, fh))
-
-    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
-        p, fh = self._args(path, fip)
-        times = None
-        if buf:
-            # UTIME_NOW and UTIME_OMIT (touch -a, touch -m) resolved here:
-            # os.utime takes plain times only.
-            now, old = time.time_ns(), None
-            ns = []
-            for key, t in (("st_atime", buf.contents.actime), ("st_mtime", buf.contents.modtime)):
-                if t.tv_nsec == _UTIME_NOW:
-                    ns.append(now)
-                elif t.tv_nsec == _UTIME_OMIT:
-                    old = old or self.operations.getattr(p, fh)
-                    ns.append(int(old[key]))
-                else:
-                    ns.append(t.tv_sec * 10**9 + t.tv_nsec)
-            times = (ns[0], ns[1])
-        return int(self.operations.utimens(p, fh, times=times))
 
 
 class Interceptor(mfusepy.Operations):
@@ -183,6 +169,7 @@ class Interceptor(mfusepy.Operations):
         #: lose the writes made since the open, as a failing disk would
         self.faults = faults or []
         self._handles: dict[int, Handle] = {}
+        self._shared: dict[str, Shared] = {}
         self._dirs: dict[int, list[str]] = {}
         self._dir_seq = 0
         self._entries: dict[str, dict[str, Any]] = {}
@@ -288,8 +275,11 @@ class Interceptor(mfusepy.Operations):
 
     # healing -----------------------------------------------------------
     def _heal(self, h: Handle, err: OSError, fd: int, writing: bool = False) -> bool:
-        """Report ``err``, met on ``fd``; True if the file was healed (``h.fd`` is
-        then the healed file's descriptor: retry the call on it)."""
+        """Report ``err``, met on ``fd``; True if the file was healed and the call
+        may be retried on ``h.fd``: every handle of the file then reads and writes
+        the healed file, on which the writes made through them were re-applied.
+        False if it was not healed, or if those writes could not be re-applied
+        (the call must fail: an acknowledged write is never silently undone)."""
         if err.errno not in IO_ERRNOS or h.raw:
             return False
         if h.entry is None:
@@ -301,18 +291,51 @@ class Interceptor(mfusepy.Operations):
             # The kernel holds the file's inode lock during a write, and the
             # heal's rename over the file (through this very mount) needs it:
             # heal once this write has failed, and let the application know.
-            threading.Thread(target=self._request_heal, args=(h, err), daemon=True).start()
+            threading.Thread(target=self._heal_later, args=(h, err, fd), daemon=True).start()
             return False
-        with h.heal_lock:
-            if h.fd != fd:
-                return True  # another thread healed the file meanwhile
-            if not self._replaced(h, fd) and not self._request_heal(h, err):
-                return False
-            # else: healed since this handle was opened (through another handle);
-            # the damaged file is only this descriptor's, so reopening is enough.
-            h.retired.append(h.fd)
-            h.fd = self.src.open_file(h.rel, h.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
-        return True
+        with h.shared.heal_lock if h.shared is not None else h.heal_lock:
+            if h.fd == fd:
+                if not self._replaced(h, fd) and not self._request_heal(h, err):
+                    return False
+                # else: healed since this handle was opened (through another
+                # handle); the damaged file is only this descriptor's.
+                self._switch(h)
+            # else: another thread healed the file meanwhile
+        return self._restorable(h)
+
+    def _heal_later(self, h: Handle, err: OSError, fd: int) -> None:
+        with h.shared.heal_lock if h.shared is not None else h.heal_lock:
+            if h.fd == fd and (self._replaced(h, fd) or self._request_heal(h, err)):
+                self._switch(h)
+
+    def _switch(self, h: Handle) -> None:
+        """Put the healed file under every handle of ``h``'s file (the old
+        descriptors are retired, not closed: another thread may be using one)
+        and re-apply the writes made through them since they were opened."""
+        s = h.shared
+        if s is None:
+            handles = [h]
+        else:
+            with self._lock:
+                handles = [x for x in self._handles.values() if x.shared is s]
+        with s.lock if s is not None else contextlib.nullcontext():
+            for x in handles:
+                x.retired.append(x.fd)
+                x.fd = self.src.open_file(x.rel, x.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
+            if s is not None and s.ops and not s.overflowed:
+                fd = self.src.open_file(h.rel, os.O_WRONLY)
+                try:
+                    s.apply(fd)
+                finally:
+                    os.close(fd)
+                log.info("%d write(s) to %s re-applied after its heal", len(s.ops), h.real)
+
+    @staticmethod
+    def _restorable(h: Handle) -> bool:
+        """True if no write made through ``h``'s file was lost by its heal."""
+        if h.shared is None:
+            return not h.wrote
+        return not h.shared.overflowed
 
     def _request_heal(self, h: Handle, err: OSError) -> bool:
         try:
@@ -344,6 +367,9 @@ class Interceptor(mfusepy.Operations):
         raw = entry is not None and self._from_daemon()
         h = Handle(fd, real, self.src.rel(path), flags, entry, raw=raw)
         if entry is not None and not raw:
+            with self._lock:
+                h.shared = self._shared.setdefault(real, Shared())
+                h.shared.opens += 1
             h.size_at_open = os.fstat(fd).st_size
             if entry["backup_mode"] == "on-write" and h.writable:
                 try:
@@ -352,6 +378,7 @@ class Interceptor(mfusepy.Operations):
                     log.warning("cannot journal writes to %s: %s", real, e)
             if flags & os.O_TRUNC and h.size_at_open == 0:
                 self._journal(h, "truncate", 0)
+                h.shared.add(0, None)
         with self._lock:
             self._handles[fd] = h
         return fd
@@ -384,21 +411,27 @@ class Interceptor(mfusepy.Operations):
 
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         h = self._handle(fh)
-        with h.lock:
+        if h.raw:
+            return os.pwrite(h.fd, data, offset)
+        # One order for the writes of all handles of a file: the overlay's.
+        with h.shared.lock if h.shared is not None else h.lock:
             if self.in_place:
                 # Journaled once it reached SOURCE: a write that fails here is
                 # never retried (see _heal), so it must not be in the journal.
-                if h.raw:
-                    return os.pwrite(h.fd, data, offset)
-                return self._write_in_place(h, data, offset)
-            self._journal(h, "write", offset, data, wait=False)
-            fd = h.fd
-            try:
-                return os.pwrite(fd, data, offset)
-            except OSError as e:
-                if not self._heal(h, e, fd):
-                    raise
-            return os.pwrite(h.fd, data, offset)
+                n = self._write_in_place(h, data, offset)
+            else:
+                self._journal(h, "write", offset, data, wait=False)
+                fd = h.fd
+                try:
+                    n = os.pwrite(fd, data, offset)
+                except OSError as e:
+                    if not self._heal(h, e, fd):
+                        raise
+                    n = os.pwrite(h.fd, data, offset)
+            h.wrote = True
+            if h.shared is not None:
+                h.shared.add(offset, data[:n])
+            return n
 
     def _write_in_place(self, h: Handle, data: bytes, offset: int) -> int:
         fd = h.fd
@@ -413,12 +446,21 @@ class Interceptor(mfusepy.Operations):
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         if fh is not None:
             h = self._handle(fh)
-            self._journal(h, "truncate", length)
-            os.ftruncate(h.fd, length)
+            with h.shared.lock if h.shared is not None else h.lock:
+                self._journal(h, "truncate", length)
+                os.ftruncate(h.fd, length)
+                h.wrote = True
+                if h.shared is not None:
+                    h.shared.add(length, None)
             return 0
         if path is None:
             raise mfusepy.FuseOSError(errno.EBADF)
         real = self._real(path)
+        with self._lock:
+            shared = self._shared.get(real)
+        if shared is not None:
+            with shared.lock:
+                shared.add(length, None)
         entry = self._entry(real)
         if entry is not None and entry["backup_mode"] == "on-write" and not self._from_daemon():
             try:
@@ -458,6 +500,10 @@ class Interceptor(mfusepy.Operations):
         kernel does not wait for it), so a failure is recorded and reported."""
         with self._lock:
             h = self._handles.pop(fh)
+            if h.shared is not None:
+                h.shared.opens -= 1
+                if h.shared.opens == 0 and self._shared.get(h.real) is h.shared:
+                    del self._shared[h.real]
         for fd in h.retired:
             with contextlib.suppress(OSError):
                 os.close(fd)  # the damaged file's: its errors are not this close's
@@ -645,7 +691,7 @@ def mount(
     if not allow_other:
         log.info("not root and no user_allow_other in /etc/fuse.conf: only you see the mount")
     try:
-        _FUSE(
+        InPlaceFUSE(
             ops,
             mountpoint,
             foreground=foreground,
