@@ -20,14 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import (
-    FAST,
-    digest,
-    event,
-    mounted,  # noqa: F401  (the fixture)
-    protect,
-)
+from tests.faults.conftest import FAST, digest, event, protect
 from tests.helpers import Daemon, wait_until
+
 
 @contextlib.contextmanager
 def failing_close(pid: int, path: Path) -> Iterator[Path]:
