@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import blake3
+
 from ..backends import open_backend
 from ..capture.leases import ignore_lease_breaks, open_for_writing
 from ..capture.watcher import Watcher
@@ -30,6 +32,7 @@ from ..errors import (
 from ..heal import IO_ERRNOS
 from ..policy import Policy, scaled_timeout
 from ..repo import Manifest, Repository
+from ..safeio import open_protected
 from ..table import Table, as_json
 from .entrypaths import validate_new_paths
 from .gate import Gate
@@ -45,8 +48,28 @@ log = logging.getLogger("filetwin.engine")
 #: how many times a job whose file changed while it was read is run again
 #: before an explicit request commits what it read anyway
 UNSTABLE_RETRIES = 5
+#: how recent a version may be to be retracted when a failed close of its
+#: content is reported after it was stored
+RETRACT_WINDOW_S = 5.0
 #: what a backup job returns when the file changed while it was read
 _UNSTABLE: Any = object()
+
+
+def content_hash(path: str) -> str | None:
+    """The BLAKE3 hex digest of the file at ``path`` (no symlink followed), or None."""
+    try:
+        fd = open_protected(path)
+    except (OSError, FiletwinError):
+        return None
+    try:
+        hasher = blake3.blake3()
+        while data := os.read(fd, 8 << 20):
+            hasher.update(data)
+        return str(hasher.hexdigest())
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 class _HealJournal:
@@ -180,6 +203,59 @@ class Engine:
         if latest is None or (st.st_size, st.st_mtime_ns) != (latest.size, latest.mtime_ns):
             self.supervisors[path].poke()
 
+    def close_reported(self, path: str, ok: bool) -> None:
+        """A close of an on-close entry reported by the library or the interceptor.
+
+        A failed close is an event; the version the watcher's close event would
+        take of that content is not stored as a good one (the program was told
+        its close failed); an auto entry is healed if the file is damaged.
+        """
+        if ok:
+            return
+        sup = self.supervisors.get(path)
+        bad = asyncio.ensure_future(asyncio.to_thread(content_hash, path))
+        if sup is not None:
+            sup.failed_close = bad
+        # inotify's close event can beat the report: a version of that content
+        # may be stored already.
+        self._start_task(self._retract_failed_close(path, bad))
+        message = f"a close of {path} failed; the content it left is not stored as a version"
+        self.table.set(path, last_error=message)
+        self.emit(path, "close-failed", False, message)
+        if self.entry(path)["recovery_mode"] == "auto":
+            self.schedule_heal(path, "a close failed", told=True)
+
+    async def _retract_failed_close(self, path: str, bad: asyncio.Future[str | None]) -> None:
+        """Remove the newest version if it holds what a failed close just left."""
+        digest = await bad
+        if digest is None:
+            return
+        async with self.lock_of(path):
+            latest = await asyncio.to_thread(self.repo.latest, path)
+            if (
+                latest is None
+                or latest.hash != digest
+                or latest.cause != "close"
+                or self.clock() - latest.time > RETRACT_WINDOW_S
+            ):
+                return
+            await asyncio.to_thread(self.repo.retract, latest)
+            previous = await asyncio.to_thread(self.repo.latest, path)
+            count = len(await asyncio.to_thread(self.repo.version_names, path))
+            self.table.set(
+                path,
+                versions=count,
+                last_version=previous.id if previous else None,
+                last_good_hash=previous.hash if previous else None,
+            )
+            self.emit(
+                path,
+                "retracted",
+                False,
+                f"version {latest.id} of {path} was read just after a close that failed: "
+                "it is not kept as a version",
+            )
+
     def poke(self, path: str) -> None:
         """Ask the entry's supervisor (if it runs) to look at the file soon."""
         sup = self.supervisors.get(path)
@@ -198,12 +274,15 @@ class Engine:
         self._hooks.add(task)
         task.add_done_callback(self._hooks.discard)
 
-    def schedule_heal(self, path: str, reason: str) -> None:
-        """Heal an auto entry soon, outside whatever lock the caller holds."""
+    def schedule_heal(self, path: str, reason: str, told: bool = False) -> None:
+        """Heal an auto entry soon, outside whatever lock the caller holds.
+
+        ``told``: the program that wrote was told its writes failed (a failed
+        close), so the file may be rolled back to its newest good state."""
 
         async def run() -> None:
             with contextlib.suppress(FiletwinError):
-                await self.healer.request(path, reason, "auto")
+                await self.healer.request(path, reason, "auto", told)
 
         self._start_task(run())
 
@@ -500,6 +579,17 @@ class Engine:
                 manifest = Manifest.from_json(answer["manifest"])
                 self.watcher.drain()
                 changed = sup is not None and sup.generation != generation
+                if sup is not None and sup.failed_close is not None:
+                    # What a failed close left is not a version the program meant.
+                    if await sup.failed_close == manifest.hash:
+                        self.emit(
+                            path,
+                            "not-stored",
+                            False,
+                            f"{path} holds what a close that failed left: not stored as a version",
+                        )
+                        raise Abandon(None)
+                    sup.failed_close = None
                 if changed and (not explicit or unstable < UNSTABLE_RETRIES):
                     # The file changed while it was read: what was read may be
                     # torn. A newer close is queued; an explicit request reads again.

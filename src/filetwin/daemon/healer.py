@@ -99,7 +99,9 @@ class Healer:
             gated=kind != "verify",
         )
 
-    async def request(self, path: str, reason: str, trigger: str) -> dict[str, Any]:
+    async def request(
+        self, path: str, reason: str, trigger: str, told: bool = False
+    ) -> dict[str, Any]:
         """Heal ``path`` if its policy lets ``trigger`` ask; return the heal's result.
 
         ``trigger`` is ``notify`` (an application's request) or ``auto`` (an
@@ -120,18 +122,18 @@ class Healer:
             raise Conflict(message)
         self.table.set(path, recovery_requested=1)
         try:
-            return await self.heal(path, reason)
+            return await self.heal(path, reason, told)
         finally:
             if self.table.get(path) is not None:
                 self.table.set(path, recovery_requested=0)
 
-    async def heal(self, path: str, reason: str) -> dict[str, Any]:
+    async def heal(self, path: str, reason: str, told: bool = False) -> dict[str, Any]:
         """Heal ``path`` now; at most one heal per entry runs at a time: a trigger
         that comes while one runs waits for that heal and gets its result."""
         running = self._running.get(path)
         if running is not None and not running.done():
             return await asyncio.shield(running)
-        task = asyncio.ensure_future(self._heal(path, reason))
+        task = asyncio.ensure_future(self._heal(path, reason, told))
         self._running[path] = task
         try:
             return await asyncio.shield(task)
@@ -139,21 +141,22 @@ class Healer:
             if task.done() and self._running.get(path) is task:
                 del self._running[path]
 
-    async def _heal(self, path: str, reason: str) -> dict[str, Any]:
+    async def _heal(self, path: str, reason: str, told: bool) -> dict[str, Any]:
         """Heal the file if it is damaged; run the recovery job with the entry's
         retries and deadline.
 
-        A file that reads without error is never rolled back: one that matches
-        its newest state has nothing to heal, and one that is newer than it (a
-        program wrote since) holds writes acknowledged to that program. Both are
-        left as they are, and the answer (``healed`` false) says why.
+        A file that matches its newest state has nothing to heal. One that reads
+        without error and is newer than it holds writes a program made since:
+        it is rolled back only when ``told`` (the program that wrote was told its
+        writes failed: a failed close); otherwise it is left as it is. The answer
+        (``healed`` false) says why nothing was done.
         """
         async with self.lock_of(path):
             row = self.table.require(path)
             if row["backup_mode"] == "on-write":
                 await self.journal.sync(path)
             check = await self.jobs.run(self._job("verify", row), _result)
-            if check["status"] in ("ok", "changed"):
+            if check["status"] == "ok" or (check["status"] == "changed" and not told):
                 why = (
                     "it matches its newest state: nothing to heal"
                     if check["status"] == "ok"

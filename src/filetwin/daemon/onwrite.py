@@ -58,7 +58,10 @@ class OnWriteHost(Protocol):
     def corrupt(self, path: str, row: dict[str, Any], detail: str) -> None:
         """Report corruption a capture found (and heal an auto entry)."""
 
-    def schedule_heal(self, path: str, reason: str) -> None: ...
+    def schedule_heal(self, path: str, reason: str, told: bool = False) -> None: ...
+
+    def close_reported(self, path: str, ok: bool) -> None:
+        """A close of an on-close entry, reported by the library or the interceptor."""
 
     async def backup(self, path: str, cause: str, explicit: bool) -> Manifest | None: ...
 
@@ -236,6 +239,9 @@ class OnWrite:
     ) -> int:
         """Append one record; return its seq once durable per the entry's sync mode.
 
+        A close reported for an on-close entry is not journaled (it returns 0):
+        see OnWriteHost.close_reported.
+
         Offsets and sizes the file's file system cannot hold are refused (UsageError).
         A failed append is an event and is tried again on a reopened journal up to
         ``retries`` times (at most journals.MAX_RETRIES) before it is raised.
@@ -247,6 +253,13 @@ class OnWrite:
         if not isinstance(retries, int) or retries < 0:
             raise UsageError(f"retries must be a count >= 0, not {retries!r}")
         self._check_bounds(path, kind, offset, len(data))
+        if kind in ("close-ok", "close-failed"):
+            entry = self._rows.get(path) or self.engine.table.require(path)
+            if entry["backup_mode"] != "on-write":
+                # An on-close entry has no journal: its close result goes to the
+                # engine (a failed close is never stored as a good version).
+                self.engine.close_reported(path, kind == "close-ok")
+                return 0
         row = self._row(path)
         op: Callable[[Any], int]
         if kind == "write":
@@ -285,7 +298,9 @@ class OnWrite:
             )
             if row["recovery_mode"] == "auto":
                 # The writes since the open are in the journal: put them back.
-                self.engine.schedule_heal(path, f"a close failed (journal record {seq})")
+                self.engine.schedule_heal(
+                    path, f"a close failed (journal record {seq})", told=True
+                )
         if (
             kind == "close-ok"
             or records >= config.checkpoint_records

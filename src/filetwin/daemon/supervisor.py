@@ -72,6 +72,9 @@ class Supervisor:
         #: a write was seen since the file was last closed after writing or
         #: renamed over: a program may be in the middle of a save
         self.writing = False
+        #: the hash of what a failed close left (None: unreadable): a version of
+        #: that content is not stored until other content is (Engine.close_reported)
+        self.failed_close: asyncio.Future[str | None] | None = None
 
     def start(self) -> None:
         # A directory that is gone now is looked for by _run until it is back.

@@ -438,6 +438,11 @@ class Repository:
             self.backend.delete(name)
         return len(doomed)
 
+    def retract(self, manifest: Manifest) -> None:
+        """Delete one version (its chunks are left for gc): a version found,
+        after it was stored, to hold content no program meant to keep."""
+        self.backend.delete(manifest.object_name())
+
     def purge(self, path: str) -> int:
         """Delete every version of ``path``; return how many.  Run gc() afterwards."""
         names = self._names(path)
