@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from ..errors import FiletwinError, NotFound, PermissionDenied, UsageError
+from ..errors import FiletwinError, NotFound, PermissionDenied, StateError, UsageError
 from ..policy import Policy
 from ..repo.journal_summary import journal_summary
 from ..table import as_json
@@ -95,10 +95,9 @@ def unexpected_response(request: web.Request, e: Exception) -> web.Response:
     state_dir = request.app.get("state_dir", "the state directory")
     if _storage_full(e):
         # A full disk is the operator's to fix, not a bug: no traceback, a clear message.
-        # (StateDirError in errors.py would name the class; FiletwinError until it exists.)
         log.error("%s %s: no space left: %s", request.method, request.path, e)
         return error_response(
-            FiletwinError(
+            StateError(
                 f"no space left to record this ({e}); free space in {state_dir} "
                 "(the management table lives there) and try again"
             ),
@@ -106,9 +105,7 @@ def unexpected_response(request: web.Request, e: Exception) -> web.Response:
         )
     if isinstance(e, sqlite3.Error):
         log.error("%s %s: the management table failed: %s", request.method, request.path, e)
-        return error_response(
-            FiletwinError(f"the management table in {state_dir} failed: {e}"), 503
-        )
+        return error_response(StateError(f"the management table in {state_dir} failed: {e}"), 503)
     log.exception("%s %s: unexpected error", request.method, request.path)
     return error_response(
         FiletwinError(

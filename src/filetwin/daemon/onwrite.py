@@ -203,7 +203,7 @@ class OnWrite:
         self.api_dirty.add(path)
         self.engine.poke(path)
 
-    def _row(self, path: str) -> dict[str, Any]:
+    def journaling(self, path: str) -> dict[str, Any]:
         """The entry's row, checked to be journaling; cached because a busy
         writer sends thousands of records a second (``forget_policy`` drops it
         when a change is applied)."""
@@ -260,7 +260,7 @@ class OnWrite:
                 # engine (a failed close is never stored as a good version).
                 self.engine.close_reported(path, kind == "close-ok")
                 return 0
-        row = self._row(path)
+        row = self.journaling(path)
         op: Callable[[Any], int]
         if kind == "write":
             op = lambda w: w.append_write(offset, data)  # noqa: E731

@@ -28,13 +28,16 @@ import struct
 
 from ..errors import FiletwinError, PermissionDenied, UsageError
 from .engine import Engine
-from .entrypaths import entry_path
+from .entrypaths import entry_path_async
 
 FRAME = struct.Struct("<BQI")
 ACK = struct.Struct("<BQ")
 KIND_NAMES = {1: "write", 2: "truncate", 3: "close-ok", 4: "close-failed", 5: "mark"}
 MAX_FRAME = 64 << 20
 STREAM_NAME = "journal.sock"
+#: open write streams at most; more are refused at once (each holds a descriptor)
+MAX_STREAMS = 512
+_open_streams = 0
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
@@ -56,15 +59,31 @@ async def _hello(engine: Engine, reader: asyncio.StreamReader) -> tuple[str, int
     retries = hello.get("retries", 0)
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
         raise UsageError(f"retries must be a count from 0 to 10, not {retries!r}")
-    path = entry_path(hello["path"], engine.table)
-    engine.onwrite._row(path)  # refuses on-close and paused entries
+    path = await entry_path_async(hello["path"], engine.table)
+    engine.onwrite.journaling(path)  # refuses on-close and paused entries
     return path, retries
 
 
 async def serve_stream(
     engine: Engine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
+    """Serve one write stream; at most MAX_STREAMS at once."""
+    global _open_streams
+    _open_streams += 1
     try:
+        await _serve(engine, reader, writer)
+    finally:
+        _open_streams -= 1
+
+
+async def _serve(
+    engine: Engine, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    try:
+        if _open_streams > MAX_STREAMS:
+            raise FiletwinError(
+                f"{MAX_STREAMS} write streams are open already; close one and try again"
+            )
         uid = _peer_uid(writer)
         if uid is None or uid not in (0, os.geteuid()):
             raise PermissionDenied(f"uid {uid} may not use this daemon's write stream")
