@@ -28,7 +28,8 @@ from .cli_common import (
     out,
     state_dir_option,
 )
-from .cli_heal import mount, recover, verify
+from .cli_heal import recover, verify
+from .cli_mount import mount
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError
 from .policy import BACKUP_MODES, RECOVERY_MODES, SYNC_MODES

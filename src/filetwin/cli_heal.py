@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
 from .cli_common import ctx_obj, emit_json, handle_errors, json_option, out, state_dir_option
-from .errors import UsageError
 
 
 @click.command()
@@ -54,43 +52,3 @@ def verify(path: str | None, as_json: bool) -> None:
             out.print(f"{r['status']:<8} {r['path']}: {r['detail']}{healed}", markup=False)
     if any(r["status"] in ("corrupt", "error") and not r.get("healed") for r in reports):
         sys.exit(1)
-
-
-@click.command()
-@state_dir_option
-@click.argument("source", type=click.Path(file_okay=False))
-@click.argument("mountpoint", type=click.Path(file_okay=False))
-@click.option(
-    "--fault",
-    "faults",
-    multiple=True,
-    metavar="close:GLOB",
-    help="For tests: closes of files matching GLOB fail with EIO and lose the "
-    "writes since their open, as a failing disk would.",
-)
-@handle_errors
-def mount(source: str, mountpoint: str, faults: tuple[str, ...]) -> None:
-    """Serve SOURCE at MOUNTPOINT through the interceptor, in the foreground.
-
-    I/O made through MOUNTPOINT on protected files (entries name the real
-    file under SOURCE) is seen exactly: on-write entries have every write
-    journaled before it reaches SOURCE, every close is recorded, and an I/O
-    error on an auto entry is healed and the read or write retried, so the
-    application gets correct data. Other files pass straight through.
-    SIGTERM or `fusermount3 -u MOUNTPOINT` unmounts it.
-    """
-    import logging
-
-    from .capture.interceptor import mount as run_mount
-
-    for fault in faults:
-        if not fault.startswith("close:"):
-            raise UsageError(f"unknown fault {fault!r}; the only kind is close:GLOB")
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s filetwin-mount %(levelname)s %(message)s",
-    )
-    client = ctx_obj().client()
-    client.timeout = 300
-    run_mount(os.path.abspath(source), os.path.abspath(mountpoint), client, list(faults))

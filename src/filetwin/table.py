@@ -264,6 +264,10 @@ class Table:
     def all(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._exec("SELECT * FROM entries ORDER BY path")]
 
+    def paths(self) -> list[str]:
+        """Every entry's path."""
+        return [r[0] for r in self._exec("SELECT path FROM entries")]
+
     def set(self, path: str, **fields: Any) -> None:
         for key in fields:
             if key not in ENTRY_FIELDS:

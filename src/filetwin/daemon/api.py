@@ -46,6 +46,7 @@ from .entrypaths import (
     entry_path_async,
     resolve_new_paths,
 )
+from .mounts import routes as mount_routes
 from .openapi import OPENAPI
 
 log = logging.getLogger("filetwin.api")
@@ -284,6 +285,7 @@ class Api:
         r.add_get("/journal", self.journal)
         r.add_post("/recover", self.recover)
         r.add_post("/verify", self.verify)
+        app.router.add_routes(mount_routes(self.engine.mounts))
         return app
 
     async def _path(self, raw: Any) -> str:

@@ -39,6 +39,7 @@ from .gate import Gate
 from .healer import Healer
 from .hooks import run_hook
 from .jobs import Abandon, Done, Job, JobRunner
+from .mounts import Mounts
 from .onwrite import OnWrite
 from .pool import WorkerPool
 from .supervisor import Supervisor, Timing
@@ -112,6 +113,12 @@ class Engine:
         #: one lock per entry, held by each of its jobs (backup, capture, heal, checkpoint)
         self._locks: dict[str, asyncio.Lock] = {}
         self.onwrite = OnWrite(self)
+        #: the daemon's supervisor of in-place mounts (filetwin mount --in-place)
+        self.mounts = Mounts(
+            config,
+            self.emit,
+            holds_entries=lambda d: any(os.path.dirname(p) == d for p in self.table.paths()),
+        )
         self.healer = Healer(
             config, self.table, self.jobs, self.emit, self.lock_of, _HealJournal(self.onwrite)
         )
@@ -126,6 +133,7 @@ class Engine:
         ignore_lease_breaks()
         await self.pool.start()
         self.healer.start()
+        self.mounts.start()
         self.onwrite.open_journals()
         self.watcher.start(asyncio.get_running_loop())
         catch_up: list[str] = []
@@ -166,6 +174,7 @@ class Engine:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Let running jobs finish for ``grace_s``; record the rest as interrupted."""
         self._stopping = True
+        await self.mounts.stop()
         await self.healer.stop()
         running = [lock for lock in self._locks.values() if lock.locked()]
         if running:

@@ -87,7 +87,15 @@ def lazy_unmount(directory: str) -> bool:
 class Mounts:
     """See the module docstring."""
 
-    def __init__(self, config: Config, emit: Emit, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        emit: Emit,
+        interval_s: float = 1.0,
+        holds_entries: Callable[[str], bool] = lambda directory: True,
+    ) -> None:
+        #: whether a directory holds protected files: only those are mounted over
+        self.holds_entries = holds_entries
         self.dir = records_dir(config.state_dir)
         self.state_dir = config.state_dir
         self.emit = emit
@@ -220,9 +228,16 @@ class Mounts:
     # commands ----------------------------------------------------------
     async def add(self, directory: str) -> dict[str, Any]:
         """Start an in-place interceptor over ``directory`` (run by the daemon)."""
-        directory = os.path.realpath(directory)
+        if not os.path.isabs(directory) or "\0" in directory:
+            raise UsageError(f"{directory!r} is not an absolute path")
+        directory = await asyncio.to_thread(os.path.realpath, directory)
         if not os.path.isdir(directory):
             raise NotFound(f"{directory} is not a directory")
+        if not self.holds_entries(directory):
+            raise UsageError(
+                f"{directory} holds no protected file: mount in place a directory whose "
+                "files are protected (`filetwin add` them first)"
+            )
         if fuse_mounted(directory):
             raise UsageError(f"{directory} is already mounted in place")
         argv = [sys.executable, "-m", "filetwin.cli_mount", "--in-place", directory]
@@ -257,7 +272,10 @@ def routes(mounts: Mounts) -> list[web.RouteDef]:
         return web.json_response(await asyncio.to_thread(mounts.list))
 
     async def _dir(request: web.Request) -> str:
-        data = await request.json()
+        try:
+            data = json.loads(await request.read())
+        except (ValueError, RecursionError) as e:
+            raise UsageError(f"the body must be a JSON object: {e}") from e
         if not isinstance(data, dict) or not isinstance(data.get("dir"), str):
             raise UsageError("expected a JSON object with a string field 'dir'")
         return str(data["dir"])

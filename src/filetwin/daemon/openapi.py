@@ -301,6 +301,19 @@ OPENAPI: dict[str, Any] = {
                 _body([], {"path": _PATH}),
             )
         },
+        "/mounts": {"get": _op("The in-place mounts the daemon supervises")},
+        "/mount": {
+            "post": _op(
+                "Start an in-place interceptor over a directory that holds protected files",
+                _body(["dir"], {"dir": _PATH}),
+            )
+        },
+        "/unmount": {
+            "post": _op(
+                "Unmount an in-place interceptor: the directory is given back as it was",
+                _body(["dir"], {"dir": _PATH}),
+            )
+        },
     },
     "x-write-stream": {
         "socket": "STATE_DIR/journal.sock",
