@@ -16,8 +16,6 @@ from torture.__main__ import plan
 QUICK = plan(quick=True, minutes=0)
 
 KNOWN = {
-    "faults": "issue 8 items 1 and 5, issue 9 (a failed fdatasync wedges the journal)",
-    "journal": "issue 8 item 4 (writes after a restart on a torn tail restore wrong)",
     "disk": "issue 8 item 12 (a full state directory: no event for a failed save)",
     "fuzz": "issue 8 item 7 (a bogus stream record poisons the entry) and item 15",
 }

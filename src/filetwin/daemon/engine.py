@@ -134,7 +134,10 @@ class Engine:
         await self.pool.start()
         self.healer.start()
         self.mounts.start()
-        self.onwrite.open_journals()
+        for path in self.onwrite.open_journals():
+            # A damaged journal: its entry gets a version of the live file before
+            # any new write can be journaled after the damage.
+            await self.onwrite.fresh_version_now(path)
         self.watcher.start(asyncio.get_running_loop())
         catch_up: list[str] = []
         for row in self.table.all():

@@ -86,7 +86,7 @@ class OnWrite:
             config.journals_dir,
             config.journal_batch_window_s,
             engine.clock,
-            on_torn=lambda path, message: engine.emit(path, "journal-torn", False, message),
+            on_torn=self._journal_torn,
             floor=self._covered_seq,
             on_failed=self._journal_failed,
             on_gap=self._journal_gap,
@@ -105,6 +105,9 @@ class OnWrite:
         self._broken: set[str] = set()
         self._max_size: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: while the journals are opened at start, fresh versions are collected
+        #: here and taken before the daemon serves (no new write can race them)
+        self._opening: set[str] | None = None
 
     # journal health ----------------------------------------------------
     def _covered_seq(self, path: str) -> int:
@@ -128,24 +131,35 @@ class OnWrite:
         self.engine.emit(path, "journal-damaged", False, f"{message}; taking a fresh version")
         self._fresh_version(path)
 
+    def _journal_torn(self, path: str, message: str) -> None:
+        """A torn or corrupt tail: the acknowledged records cut off it are gone from
+        the journal but their writes are in the live file. A version of the live
+        file (standing for the last whole record) is the base new records go on
+        from; folding the journal as it is would drop those writes."""
+        self._broken.add(path)
+        self.engine.emit(path, "journal-torn", False, f"{message}; taking a fresh version")
+        self._fresh_version(path)
+
     def _fresh_version(self, path: str) -> None:
-        """Re-establish protection: a checkpoint of what the journal holds (or, when it
-        cannot be folded, a version of the live file), in the background."""
-
-        async def run() -> None:
-            try:
-                manifest = await self.engine.backup(path, cause="manual", explicit=False)
-            except FiletwinError as e:
-                self.engine.emit(
-                    path, "backup-failed", False, f"a fresh version of {path} failed: {e}"
-                )
-                return
-            if manifest is not None:
-                self._broken.discard(path)
-
-        task = asyncio.get_running_loop().create_task(run())
+        """Re-establish protection: a version of the live file (the journal cannot
+        be folded while the entry is broken), in the background; at start, before
+        the daemon serves (see open_journals)."""
+        if self._opening is not None:
+            self._opening.add(path)
+            return
+        task = asyncio.get_running_loop().create_task(self.fresh_version_now(path))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def fresh_version_now(self, path: str) -> None:
+        """Take the fresh version ``_fresh_version`` asked for, and wait for it."""
+        try:
+            manifest = await self.engine.backup(path, cause="manual", explicit=False)
+        except FiletwinError as e:
+            self.engine.emit(path, "backup-failed", False, f"a fresh version of {path} failed: {e}")
+            return
+        if manifest is not None:
+            self._broken.discard(path)
 
     def _limit(self, path: str) -> int:
         """The largest size a record of ``path`` may describe (its file system's limit)."""
@@ -175,17 +189,23 @@ class OnWrite:
                 f"file its file system can hold ({limit} bytes); not journaled"
             )
 
-    def open_journals(self) -> None:
+    def open_journals(self) -> list[str]:
         """Open the journal of every on-write entry (reports torn tails as events).
 
         Called at start, so a torn tail left by a crash is reported then, not
-        whenever the entry is next written."""
-        for row in self.engine.table.all():
-            if row["backup_mode"] == "on-write":
-                try:
-                    self.journals.open(row["path"], row["sync_mode"])
-                except FiletwinError as e:
-                    log.error("journal of %s: %s", row["path"], e)
+        whenever the entry is next written. Returns the entries that need a
+        fresh version (``fresh_version_now``) before the daemon serves."""
+        self._opening = set()
+        try:
+            for row in self.engine.table.all():
+                if row["backup_mode"] == "on-write":
+                    try:
+                        self.journals.open(row["path"], row["sync_mode"])
+                    except FiletwinError as e:
+                        log.error("journal of %s: %s", row["path"], e)
+            return sorted(self._opening)
+        finally:
+            self._opening = None
 
     # A write stream's writes reach the file after their records: a delta
     # capture meanwhile could read a block before such a write lands and journal
