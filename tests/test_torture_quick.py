@@ -17,7 +17,6 @@ QUICK = plan(quick=True, minutes=0)
 
 KNOWN = {
     "disk": "issue 8 item 12 (a full state directory: no event for a failed save)",
-    "fuzz": "issue 8 item 7 (a bogus stream record poisons the entry) and item 15",
 }
 
 

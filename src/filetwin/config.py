@@ -71,6 +71,9 @@ class Config:
     #: on-write: fold the journal into a checkpoint version past either threshold
     checkpoint_bytes: int = 64 * 1024 * 1024
     checkpoint_records: int = 100_000
+    #: on-write: the largest size a journal record may give a file (a record past it
+    #: is refused): a file filetwin can still fold, back up and restore in time
+    max_file_size: int = 64 * 1024**3
     #: on-write capture without the library: a burst ends after this much quiet
     capture_quiet_ms: int = 50
     #: how long after retention removed versions their chunks are collected
@@ -162,7 +165,12 @@ class Config:
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):
                 raise UsageError(f"{name} must be a positive number, not {value}")
-        for name in ("journal_batch_window_s", "checkpoint_bytes", "checkpoint_records"):
+        for name in (
+            "journal_batch_window_s",
+            "checkpoint_bytes",
+            "checkpoint_records",
+            "max_file_size",
+        ):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be above 0, not {getattr(self, name)}")
         if not 0 <= self.capture_quiet_ms <= 10_000:

@@ -24,6 +24,7 @@ from ..capture.leases import ignore_lease_breaks, open_for_writing
 from ..capture.watcher import Watcher
 from ..config import Config
 from ..errors import (
+    Conflict,
     FiletwinError,
     NotFound,
     SourceError,
@@ -621,9 +622,10 @@ class Engine:
                         "mtime did not (silent corruption); not stored",
                     )
                     if explicit:
-                        raise FiletwinError(
+                        # Refused, not failed: storing it would keep the corruption.
+                        raise Conflict(
                             f"{path} looks corrupted: its content changed without its "
-                            "mtime; run `filetwin verify`"
+                            "mtime; not stored. Run `filetwin verify`"
                         )
                     raise Abandon(None)
                 manifest = await asyncio.to_thread(self.repo.commit, manifest)

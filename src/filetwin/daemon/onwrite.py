@@ -165,7 +165,7 @@ class OnWrite:
         """The largest size a record of ``path`` may describe (its file system's limit)."""
         limit = self._max_size.get(path)
         if limit is None:
-            limit = MAX_FILE_SIZE
+            limit = min(MAX_FILE_SIZE, self.engine.config.max_file_size)
             for d in (os.path.dirname(path), str(self.engine.config.state_dir)):
                 try:
                     bits = os.pathconf(d, "PC_FILESIZEBITS")
@@ -178,15 +178,15 @@ class OnWrite:
 
     def _check_bounds(self, path: str, kind: str, offset: int, size: int) -> None:
         limit = self._limit(path)
+        largest = (
+            f"the largest file filetwin takes ({limit} bytes: the config's max_file_size "
+            "or the file system's limit); not journaled"
+        )
         if kind == "truncate" and offset > limit:
-            raise UsageError(
-                f"a truncate of {path} to {offset} bytes is past the largest file its "
-                f"file system can hold ({limit} bytes); not journaled"
-            )
+            raise UsageError(f"a truncate of {path} to {offset} bytes is past {largest}")
         if kind == "write" and offset + size > limit:
             raise UsageError(
-                f"a write of {size} bytes at offset {offset} of {path} ends past the largest "
-                f"file its file system can hold ({limit} bytes); not journaled"
+                f"a write of {size} bytes at offset {offset} of {path} ends past {largest}"
             )
 
     def open_journals(self) -> list[str]:
