@@ -16,7 +16,6 @@ from torture.__main__ import plan
 QUICK = plan(quick=True, minutes=0)
 
 KNOWN = {
-    "disk": "issue 8 item 12 (a full state directory: no event for a failed save)",
 }
 
 

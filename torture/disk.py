@@ -126,10 +126,18 @@ def _round(root: Path, where: str, rng: random.Random, summary: Summary) -> None
                     f"{where} full: the live file changed",
                 )
             try:
-                row = c.status(f)
-                stored = row["last_good_hash"] == digest(data)
-                failed = [e for e in c.events(after=mark) if not e["ok"]]
-                if not stored and not failed:
+                # "Idle" can come between a save's event and its job (the
+                # coalescing window): wait for the outcome itself.
+                def outcome() -> bool:
+                    stored = c.status(f)["last_good_hash"] == digest(data)
+                    return stored or any(not e["ok"] for e in c.events(after=mark))
+
+                try:
+                    wait_until(outcome, 20, "the save's outcome")
+                    reported = True
+                except TortureTimeout:
+                    reported = False
+                if not reported:
                     summary.violate(
                         "every failure is an event",
                         f"{where} full: a save was neither stored nor reported",

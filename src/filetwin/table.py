@@ -300,8 +300,11 @@ class Table:
         )
 
     # events ------------------------------------------------------------
-    def add_event(self, path: str | None, kind: str, ok: bool, message: str) -> dict[str, Any]:
-        now = self.clock()
+    def add_event(
+        self, path: str | None, kind: str, ok: bool, message: str, at: float | None = None
+    ) -> dict[str, Any]:
+        """Append an event (at ``at``, default now) and return it."""
+        now = self.clock() if at is None else at
         cur = self._exec(
             "INSERT INTO events (time, path, kind, ok, message) VALUES (?, ?, ?, ?, ?)",
             (now, path, kind, int(ok), message),

@@ -501,9 +501,7 @@ class Api:
         if follow not in ("", "0", "false", "1", "true"):
             raise UsageError(f"query parameter 'follow' must be 1 or 0, not {follow[:50]!r}")
         if follow not in ("1", "true"):
-            return web.json_response(
-                [as_json(e) for e in self.engine.table.events(path, after, limit)]
-            )
+            return web.json_response([as_json(e) for e in self.engine.events(path, after, limit)])
         # Follow: newline-delimited JSON, one event per line, until the client goes.
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)

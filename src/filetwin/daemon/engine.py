@@ -50,6 +50,8 @@ log = logging.getLogger("filetwin.engine")
 #: how many times a job whose file changed while it was read is run again
 #: before an explicit request commits what it read anyway
 UNSTABLE_RETRIES = 5
+#: events kept in memory while the state directory cannot store them
+MAX_UNSAVED_EVENTS = 10_000
 #: how recent a version may be to be retracted when a failed close of its
 #: content is reported after it was stored
 RETRACT_WINDOW_S = 5.0
@@ -110,7 +112,7 @@ class Engine:
             stopping=lambda: self._stopping,
         )
         #: events the table could not store (state directory full), kept in order
-        self._unsaved_events: list[tuple[str | None, str, bool, str]] = []
+        self._unsaved_events: list[dict[str, Any]] = []
         #: one lock per entry, held by each of its jobs (backup, capture, heal, checkpoint)
         self._locks: dict[str, asyncio.Lock] = {}
         self.onwrite = OnWrite(self)
@@ -306,22 +308,38 @@ class Engine:
         stored before the next one; what it reports has happened all the same."""
         if not ok:
             log.warning("%s: %s", kind, message)
-        self._unsaved_events.append((path, kind, ok, message))
-        event: dict[str, Any] | None = None
+        pending = {"id": None, "time": self.clock(), "path": path, "kind": kind,
+                   "ok": int(ok), "message": message}  # fmt: skip
+        self._unsaved_events.append(pending)
+        if len(self._unsaved_events) > MAX_UNSAVED_EVENTS:
+            dropped = self._unsaved_events.pop(0)
+            log.error("event log full: dropped %s", dropped)
+        event: dict[str, Any] = pending
         try:
             while self._unsaved_events:
-                event = self.table.add_event(*self._unsaved_events[0])
+                first = self._unsaved_events[0]
+                event = self.table.add_event(
+                    first["path"], first["kind"], bool(first["ok"]), first["message"],
+                    at=first["time"],
+                )  # fmt: skip
                 self._unsaved_events.pop(0)
         except StateError as e:
             log.error("event %s of %s not stored yet: %s", kind, path, e)
-            event = None
-        if event is None:
-            event = {"id": None, "time": self.clock(), "path": path, "kind": kind,
-                     "ok": int(ok), "message": message}  # fmt: skip
+            event = pending
         for waiter in self._event_waiters:
             waiter.set()
         if self.config.on_event:
             self._start_task(run_hook(self.config.on_event, event))
+
+    def events(
+        self, path: str | None = None, after_id: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The event log, with the events the table could not store yet (state
+        directory full) at its end: they have happened all the same (``id`` null)."""
+        stored = self.table.events(path, after_id, limit)
+        unsaved = [e for e in self._unsaved_events if path is None or e["path"] == path]
+        out = stored + unsaved
+        return out[-limit:] if limit is not None else out
 
     async def wait_events(self, after_id: int, path: str | None) -> list[dict[str, Any]]:
         """Events after ``after_id``, waiting until there is at least one."""
@@ -445,7 +463,9 @@ class Engine:
         rows = [self.entry(path)] if path is not None else self.table.all()
         out = []
         for row in rows:
-            item = as_json(row)
+            # A job end the table could not take yet (state directory full) is
+            # what happened: show it.
+            item = as_json({**row, **self.jobs.deferred(row["path"])})
             item.pop("purge", None)
             live_seq = self.onwrite.journals.known_last_seq(row["path"])
             if live_seq is not None:

@@ -303,6 +303,13 @@ class JobRunner:
 
         self._flusher = loop.call_later(1.0, flush)
 
+    def deferred(self, path: str) -> dict[str, Any]:
+        """The job end of ``path`` the table has not taken yet (empty if none)."""
+        pending = self._deferred.get(path)
+        if not pending:
+            return {}
+        return {"job_kind": None, "worker_pid": None, "job_started_at": None, **pending}
+
     def flush_deferred(self) -> None:
         """Try the deferred job ends now (at stop)."""
         if self._flusher is not None:
