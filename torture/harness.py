@@ -2,7 +2,7 @@
 
 Nothing here sleeps to synchronise: ``wait_until`` polls a condition with a
 timeout. The daemon runs in its own session, so "the whole tree" (daemon,
-forkserver, workers) is its process group and session.
+workers) is its process group and session.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class Daemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def tree(self) -> list[int]:
-        """Pids of every process in the daemon's session (daemon, forkserver, workers)."""
+        """Pids of every process in the daemon's session (daemon, workers)."""
         if self.proc is None:
             return []
         return session_pids(self.sid)
@@ -140,7 +140,7 @@ class Daemon:
         return self.sid
 
     def workers(self) -> list[int]:
-        """Pids of the daemon's descendants (forkserver and workers)."""
+        """Pids of the daemon's descendants (its workers)."""
         top = self.daemon_pid()
         return [p for p in self.tree() if p not in (top, self.sid)]
 

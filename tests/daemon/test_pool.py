@@ -40,11 +40,12 @@ def prepare(path: Path, repo: Path, stall: float = 0) -> dict[str, Any]:
 
 
 def gone(pid: int) -> bool:
+    """Dead: no such process, or a zombie its parent (the pool) has not reaped yet."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return True
-    return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 async def until_gone(pid: int) -> None:

@@ -48,16 +48,15 @@ def descendants(pid: int) -> list[int]:
 
 
 def worker_pids(daemon_pid: int) -> list[int]:
-    """The daemon's worker processes: forkserver children running worker_main."""
+    """The daemon's worker processes (``python -m filetwin.daemon.worker``)."""
     pids = []
-    for pid in descendants(daemon_pid):
+    for pid in children(daemon_pid):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        # The forkserver's own command line names it; its children are the workers.
-        if b"forkserver" in cmd and children(pid):
-            pids.extend(children(pid))
+        if b"filetwin.daemon.worker" in cmd:
+            pids.append(pid)
     return pids
 
 

@@ -4,44 +4,57 @@
 pool, so each worker here is a process with its own pipe. ``run`` hands a job
 to an idle worker and waits for the answer under a deadline; past it the
 watchdog SIGKILLs that worker, starts a replacement and raises JobTimeout.
+
+Workers are plain child processes (``python -m filetwin.daemon.worker FD``),
+not multiprocessing's: its forkserver and resource tracker are helpers whose
+own failures (a failed write to the tracker's pipe makes it wait forever on a
+tracker that is alive) would wedge the start of every later worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..errors import JobFailed, JobTimeout
-from .worker import worker_main
-
-_ctx = multiprocessing.get_context("forkserver")
-_ctx.set_forkserver_preload(["filetwin.daemon.worker"])
 
 
 class _Worker:
     def __init__(self) -> None:
-        parent, child = _ctx.Pipe()
-        self.conn: Connection = parent
-        self.process: BaseProcess = _ctx.Process(target=worker_main, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
+        parent, child = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "filetwin.daemon.worker", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
 
     @property
     def pid(self) -> int:
-        assert self.process.pid is not None
         return self.process.pid
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        self.process.join(5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
         self.conn.close()
 
 
@@ -82,7 +95,7 @@ class WorkerPool:
                 answer.set_exception(JobFailed(f"worker {worker.pid} died: {e!r}"))
 
         try:
-            if not worker.process.is_alive():
+            if not worker.is_alive():
                 # Killed while idle (OOM killer, a person): the job has not run
                 # anywhere, so it simply goes to a fresh worker.
                 worker = await self._replace(worker)

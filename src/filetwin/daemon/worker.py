@@ -156,7 +156,10 @@ def _checkpoint(repo: Repository, job: dict[str, Any]) -> Manifest:
 
 
 def worker_main(conn: Connection) -> None:
-    """Serve jobs from ``conn`` until it closes (the daemon went away)."""
+    """Serve jobs from ``conn`` until it closes (the daemon went away).
+
+    Run as ``python -m filetwin.daemon.worker FD`` by the pool, FD being its
+    end of a socket pair."""
     # The daemon handles SIGINT/SIGTERM for the whole group; a worker is
     # stopped by its pipe closing or by SIGKILL from the watchdog.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -167,3 +170,9 @@ def worker_main(conn: Connection) -> None:
         except (EOFError, OSError):
             os._exit(0)
         conn.send(run_job(job))
+
+
+if __name__ == "__main__":
+    import sys
+
+    worker_main(Connection(int(sys.argv[1])))
