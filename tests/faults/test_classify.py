@@ -120,3 +120,23 @@ def test_mid_save_states_never_become_versions(
     good = {digest(c) for c in contents}
     bad = [v for v in daemon.client.history(f) if v["hash"] not in good]
     assert not bad, f"{len(bad)} versions hold a state no save left: {bad[:3]}"
+
+
+def test_daemon_write_errors_never_wedge_a_save(
+    make_daemon: Callable[..., Daemon], files: Path
+) -> None:
+    """Every first write of each daemon thread fails (the pipe to a worker, the
+    start of a new worker, the manifest): the save still ends, is retried and
+    stored, and the daemon answers once the fault is gone."""
+    daemon = make_daemon("state", timeout_floor_s=10.0, retry_backoff_s=0.05)
+    f = files / "closed.bin"
+    f.write_bytes(b"v1" * 1000)
+    protect(daemon, f, "on-close", "auto")
+    with inject([daemon.pid], "write", "EIO", when="1") as log:
+        with open(f, "r+b") as fh:
+            fh.write(b"v2" * 1000)
+        wait_until(lambda: injected(log) >= 1, what="an injected write error")
+    wait_until(lambda: digest(b"v2" * 1000) in {v["hash"] for v in daemon.client.history(f)},
+               30, "the save, stored after retries")  # fmt: skip
+    wait_until(lambda: settled(daemon, f), what="the job to end")
+    assert f.read_bytes() == b"v2" * 1000
