@@ -226,6 +226,16 @@ def int_field(data: dict[str, Any], name: str, required: bool = True) -> Any:
     return value
 
 
+def retries_field(data: dict[str, Any]) -> int:
+    """How many times a failed journal append is tried again (0..10, default 0)."""
+    value = field(data, "retries", int, required=False)
+    if value is None:
+        return 0
+    if not 0 <= value <= 10:
+        raise UsageError("field 'retries' must be an integer from 0 to 10")
+    return int(value)
+
+
 def text_field(data: dict[str, Any], name: str, required: bool = False) -> Any:
     """A string of at most TEXT_MAX UTF-8 bytes (it is stored, so it must encode)."""
     value = field(data, name, str, required)
@@ -427,7 +437,7 @@ class Api:
     # on-write: report writes, closes and marks ------------------------------
     async def write(self, request: web.Request) -> web.Response:
         data = await body(request)
-        no_unknown_fields(data, ("path", "offset", "data"))
+        no_unknown_fields(data, ("path", "offset", "data", "retries"))
         path = await self._path(field(data, "path", str))
         offset = int_field(data, "offset")
         try:
@@ -436,31 +446,35 @@ class Api:
             raise UsageError(f"field 'data' is not base64: {e}") from e
         if offset + len(payload) > INT_MAX:
             raise UsageError("the write ends past 2**63-1 bytes")
-        seq = await self.engine.onwrite.record(path, "write", offset, payload)
+        seq = await self.engine.onwrite.record(
+            path, "write", offset, payload, retries=retries_field(data)
+        )
         return web.json_response({"seq": seq})
 
     async def truncate(self, request: web.Request) -> web.Response:
         data = await body(request)
-        no_unknown_fields(data, ("path", "length"))
+        no_unknown_fields(data, ("path", "length", "retries"))
         path = await self._path(field(data, "path", str))
-        seq = await self.engine.onwrite.record(path, "truncate", int_field(data, "length"))
+        seq = await self.engine.onwrite.record(
+            path, "truncate", int_field(data, "length"), retries=retries_field(data)
+        )
         return web.json_response({"seq": seq})
 
     async def close(self, request: web.Request) -> web.Response:
         data = await body(request)
-        no_unknown_fields(data, ("path", "ok"))
+        no_unknown_fields(data, ("path", "ok", "retries"))
         path = await self._path(field(data, "path", str))
         ok = field(data, "ok", bool, required=False)
         kind = "close-failed" if ok is False else "close-ok"
-        seq = await self.engine.onwrite.record(path, kind)
+        seq = await self.engine.onwrite.record(path, kind, retries=retries_field(data))
         return web.json_response({"seq": seq})
 
     async def mark(self, request: web.Request) -> web.Response:
         data = await body(request)
-        no_unknown_fields(data, ("path", "name"))
+        no_unknown_fields(data, ("path", "name", "retries"))
         path = await self._path(field(data, "path", str))
         name = text_field(data, "name", required=True)
-        seq = await self.engine.onwrite.record(path, "mark", name=name)
+        seq = await self.engine.onwrite.record(path, "mark", name=name, retries=retries_field(data))
         return web.json_response({"seq": seq})
 
     async def journal(self, request: web.Request) -> web.Response:

@@ -615,12 +615,13 @@ class Engine:
                 if sup is not None and sup.failed_close is not None:
                     # What a failed close left is not a version the program meant.
                     if await sup.failed_close == manifest.hash:
-                        self.emit(
-                            path,
-                            "not-stored",
-                            False,
-                            f"{path} holds what a close that failed left: not stored as a version",
+                        message = (
+                            f"{path} holds what a close that failed left: not stored as a "
+                            "version (a good close of new content is)"
                         )
+                        self.emit(path, "not-stored", False, message)
+                        if explicit:
+                            raise Conflict(message)
                         raise Abandon(None)
                     sup.failed_close = None
                 if changed and (not explicit or unstable < UNSTABLE_RETRIES):

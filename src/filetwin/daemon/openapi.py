@@ -14,6 +14,14 @@ _PATH = {
     "NAME_MAX (255 bytes) and no NUL; a byte that is not UTF-8 is the lone surrogate "
     "U+DC80+byte (surrogateescape)",
 }
+_RETRIES = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": 10,
+    "description": "a failed journal append is tried again, on a reopened journal, this many "
+    "times (default 0); each failure is a journal-failed event",
+}
+
 _PATH_BODY = {
     "required": True,
     "content": {
@@ -230,6 +238,7 @@ OPENAPI: dict[str, Any] = {
                                 "format": "byte",
                                 "description": "the bytes written, base64",
                             },
+                            "retries": _RETRIES,
                         },
                     ),
                 )
@@ -244,6 +253,7 @@ OPENAPI: dict[str, Any] = {
                         {
                             "path": _PATH,
                             "length": {"type": "integer", "minimum": 0},
+                            "retries": _RETRIES,
                         },
                     ),
                 )
@@ -252,13 +262,16 @@ OPENAPI: dict[str, Any] = {
         "/close": {
             "post": _seq_answer(
                 _op(
-                    "Journal a close and whether it succeeded (report-close); a good close "
-                    "starts a checkpoint, a failed one is healed on an auto entry",
+                    "Report a close and whether it succeeded. On-write: journaled (seq), a "
+                    "good close starts a checkpoint. On-close: not journaled (seq 0); a failed "
+                    "close is an event and what it left is never stored as a version. A failed "
+                    "close heals an auto entry",
                     _body(
                         ["path"],
                         {
                             "path": _PATH,
                             "ok": {"type": "boolean", "default": True},
+                            "retries": _RETRIES,
                         },
                     ),
                 )
@@ -270,7 +283,7 @@ OPENAPI: dict[str, Any] = {
                     "Name the current moment of an on-write entry (restore at mark:NAME)",
                     _body(
                         ["path", "name"],
-                        {"path": _PATH, "name": {"type": "string"}},
+                        {"path": _PATH, "name": {"type": "string"}, "retries": _RETRIES},
                     ),
                 )
             )
