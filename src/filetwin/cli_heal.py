@@ -18,12 +18,17 @@ def recover(path: str, as_json: bool) -> None:
     """Ask the daemon to heal a file now (what an application's notify request does).
 
     The newest good state is rebuilt beside the file, the damaged file is kept
-    in the quarantine, and the rebuilt one takes its place. Refused for an
-    entry whose recovery mode is manual: use `filetwin restore` for those.
+    in the quarantine, and the rebuilt one takes its place. A file that reads
+    without error is never rolled back: one that matches its newest state, or
+    that a program wrote since, is left as it is and the answer says so.
+    Refused for an entry whose recovery mode is manual: use `filetwin restore`.
     """
     result = ctx_obj().client().request_recovery(path, reason="`filetwin recover`")
     if as_json:
         emit_json(result)
+        return
+    if not result.get("healed", True):
+        out.print(result["message"], markup=False)
         return
     out.print(f"healed {result['path']} from version {result['version']}", markup=False)
     if result["quarantined"]:
