@@ -3,7 +3,7 @@
 Used by the fault tests (tests/faults) and the heal-latency benchmark.
 ``corrupt(path)`` flips one byte of one of the file's 4 KiB data blocks in
 the image; btrfs's data checksum then fails and reads of that block return
-EIO (see ../shared/MEASURED.md, "Real I/O errors"). Needs root, loop devices
+EIO. Needs root, loop devices
 and btrfs-progs.
 """
 

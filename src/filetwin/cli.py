@@ -1,4 +1,4 @@
-"""The ``filetwin`` command line (see INTERFACE.md for the contract).
+"""The ``filetwin`` command line (the README and docs/api.md state the contract).
 
 Every command is a thin client of the daemon's API, except that ``history``,
 ``restore`` and ``events`` fall back to reading the repository and the table

@@ -1,7 +1,7 @@
 """One exception tree for filetwin.
 
 Every error carries a message meant for a person and the exit code the CLI
-uses for it (see INTERFACE.md: 1 operation failed, 2 bad usage, 3 no daemon).
+uses for it (1 operation failed, 2 bad usage, 3 no daemon).
 Lower layers raise these (``raise ... from`` the OS or library error); the CLI
 and the API server translate them at the boundary and nowhere else.
 """

@@ -3,7 +3,7 @@
 ``btrfs`` builds a small btrfs filesystem in a sparse image, mounts it through
 a loop device and offers ``corrupt(path)``: one byte of one of the file's
 4 KiB data blocks is flipped in the image, so btrfs's data checksum fails and
-reads of that block return EIO (see ../shared/MEASURED.md, "Real I/O errors").
+reads of that block return EIO.
 ``mounted`` runs `filetwin mount SOURCE MOUNTPOINT` as a subprocess.
 """
 
