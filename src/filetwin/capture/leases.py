@@ -18,6 +18,7 @@ import fcntl
 import os
 import signal
 import stat
+from pathlib import Path
 
 
 def ignore_lease_breaks() -> None:
@@ -49,3 +50,28 @@ def open_for_writing(path: str) -> bool | None:
         return False
     finally:
         os.close(fd)
+
+
+def on_fuse(path: str) -> bool:
+    """Whether ``path`` lives on a FUSE file system (the interceptor's mounts).
+
+    A heal must not rewrite such a file in its inode: the interceptor moves
+    the programs' open handles onto a healed file itself, and a truncate
+    through the mount can wait on a page the program's failing read holds.
+    """
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    real = os.path.realpath(os.path.dirname(path))
+    best, fstype = "", ""
+    for line in mounts:
+        left, _sep, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, right.split()[0]
+    return fstype.startswith("fuse")

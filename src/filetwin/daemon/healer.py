@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..capture.leases import open_for_writing
+from ..capture.leases import on_fuse, open_for_writing
 from ..config import Config
 from ..errors import Conflict, FiletwinError
 from ..policy import scaled_timeout
@@ -178,7 +178,9 @@ class Healer:
             job = self._job("heal", row)
             # A program holding the file open for writing keeps writing into the
             # healed file, not into an unlinked inode that nothing will read.
-            job.work["in_place"] = bool(await asyncio.to_thread(open_for_writing, path))
+            job.work["in_place"] = bool(
+                await asyncio.to_thread(open_for_writing, path)
+            ) and not await asyncio.to_thread(on_fuse, path)
             healed = await self.jobs.run(job, _result)
             healed["healed"] = True
             self.journal.healed(path)
