@@ -296,8 +296,15 @@ class Engine:
         close), so the file may be rolled back to its newest good state."""
 
         async def run() -> None:
-            with contextlib.suppress(FiletwinError):
-                await self.healer.request(path, reason, "auto", told)
+            try:
+                result = await self.healer.request(path, reason, "auto", told)
+            except FiletwinError:
+                return
+            if not result.get("healed", True):
+                # Nothing to heal (the error was transient: the file reads fine and
+                # may be newer than its last version): look at it again, so content
+                # a failed read kept from being stored is stored now.
+                self.poke(path)
 
         self._start_task(run())
 
