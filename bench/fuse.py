@@ -1,9 +1,16 @@
 """The interceptor against direct I/O and a bare passthrough, in the same run.
 
+Four variants on the same source directory, their order rotated each run
+(A B C D, B C D A, ...), medians of the runs: direct I/O, a bare mfusepy
+passthrough (bench/fuse_bare.py), the interceptor mounted elsewhere
+(`filetwin mount SOURCE MNT`) and the interceptor mounted in place over the
+source itself (`filetwin mount --in-place SOURCE`).
+
 Rows: sequential 1 MiB writes and reads, 4 KiB writes (on an on-write entry
 through the interceptor: every one exactly captured), create+write+close of
 small files, and the time from a read of a corrupted block (a real EIO from
-btrfs) to the healed bytes returned.
+btrfs) to the healed bytes returned, through either kind of mount
+(bench/fuse_inplace.py).
 """
 
 from __future__ import annotations
@@ -15,21 +22,26 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .fuse_inplace import heal_latency, inplace_cmd, is_inplace_mount, mount_cmd
 from .tools import Filetwin
 
 MiB = 1 << 20
 
 
 @contextlib.contextmanager
-def mounted(cmd: list[str], mountpoint: Path) -> Iterator[None]:
+def mounted(
+    cmd: list[str], mountpoint: Path, ready: Callable[[Path], bool] = os.path.ismount
+) -> Iterator[None]:
+    """Run ``cmd`` (a FUSE server in the foreground) while ``ready(mountpoint)``;
+    SIGTERM unmounts it afterwards (a lazy unmount if it does not)."""
     log = (mountpoint.parent / f"{mountpoint.name}.log").open("ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     deadline = time.monotonic() + 30
-    while not os.path.ismount(mountpoint):
+    while not ready(mountpoint):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"mount failed: {' '.join(cmd)}")
         time.sleep(0.01)
@@ -42,6 +54,9 @@ def mounted(cmd: list[str], mountpoint: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False)
             proc.kill()
+            proc.wait(10)
+        if ready(mountpoint):  # a server that died without unmounting
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
         log.close()
 
 
@@ -100,58 +115,20 @@ def rows_for(d: Path, target: Path, quick: bool) -> dict[str, float]:
     }
 
 
-def heal_latency(base: Path, runs: int) -> dict[str, Any]:
-    """Time from reading a 1 MiB file with a damaged block (a real EIO from
-    btrfs) through the interceptor to the healed bytes returned."""
-    from .faultfs import NoFaultFS, btrfs_image
+VARIANTS = ("direct", "bare", "interceptor", "inplace")
 
-    work = base / "heal"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    samples = []
-    try:
-        with btrfs_image(work) as fs:
-            ft = Filetwin(work, fs.mount)
-            ft.setup()
-            mnt = work / "mnt"
-            mnt.mkdir()
-            inter = [
-                sys.executable,
-                "-m",
-                "filetwin",
-                "mount",
-                str(fs.mount),
-                str(mnt),
-                "--state-dir",
-                str(ft.state),
-            ]
-            try:
-                with mounted(inter, mnt):
-                    for i in range(runs):
-                        content = os.urandom(MiB)
-                        f = fs.mount / f"heal{i}.bin"
-                        f.write_bytes(content)
-                        ft.client.add(f, recovery="auto")
-                        fs.corrupt(f)
-                        t0 = time.perf_counter()
-                        got = (mnt / f.name).read_bytes()
-                        samples.append(time.perf_counter() - t0)
-                        if got != content:
-                            raise RuntimeError("the interceptor returned other bytes")
-            finally:
-                ft.teardown()
-    except NoFaultFS as e:
-        return {"skipped": str(e)}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return {
-        "median_ms": 1000 * statistics.median(samples),
-        "max_ms": 1000 * max(samples),
-        "n": len(samples),
-    }
+
+def fresh(source: Path) -> None:
+    """Remove what an earlier variant's rows left (no mount is up): every variant
+    creates the same files anew, none truncates another's."""
+    with contextlib.suppress(FileNotFoundError):
+        (source / "seq.bin").unlink()
+    shutil.rmtree(source / "small", ignore_errors=True)
 
 
 def measure(base: Path, quick: bool, runs: int) -> dict[str, Any]:
+    """Rows of the four variants (medians over ``runs``, order rotated each run),
+    their ratios to the bare passthrough, and the heal latencies."""
     work = base / "fuse"
     shutil.rmtree(work, ignore_errors=True)
     source, mnt_bare, mnt_ft = work / "source", work / "bare", work / "ft"
@@ -161,38 +138,47 @@ def measure(base: Path, quick: bool, runs: int) -> dict[str, Any]:
     target.write_bytes(os.urandom(256 * 4096))
     ft = Filetwin(work, source, checkpoint_records=10**9, checkpoint_bytes=1 << 40)
     ft.setup()
-    results: dict[str, list[dict[str, float]]] = {"direct": [], "bare": [], "interceptor": []}
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    bare = [sys.executable, "-m", "bench.fuse_bare", str(source), str(mnt_bare)]
+
+    def captured(d: Path) -> dict[str, float]:
+        before = ft.client.journal(target)["last_seq"] or 0
+        row = rows_for(d, d / target.name, quick)
+        after = ft.client.journal(target)["last_seq"] or 0
+        row["captured_writes"] = after - before
+        return row
+
     try:
         ft.client.add(target, backup="on-write", sync="batch")
-        bare = [sys.executable, "-m", "bench.fuse_bare", str(source), str(mnt_bare)]
-        inter = [
-            sys.executable,
-            "-m",
-            "filetwin",
-            "mount",
-            str(source),
-            str(mnt_ft),
-            "--state-dir",
-            str(ft.state),
-        ]
-        for _ in range(runs):
-            results["direct"].append(rows_for(source, target, quick))
-            with mounted(bare, mnt_bare):
-                results["bare"].append(rows_for(mnt_bare, mnt_bare / target.name, quick))
-            with mounted(inter, mnt_ft):
-                before = ft.client.journal(target)["last_seq"] or 0
-                row = rows_for(mnt_ft, mnt_ft / target.name, quick)
-                after = ft.client.journal(target)["last_seq"] or 0
-                row["captured_writes"] = after - before
-                results["interceptor"].append(row)
+        for run in range(runs):
+            for name in VARIANTS[run % 4 :] + VARIANTS[: run % 4]:
+                fresh(source)
+                if name == "direct":
+                    row = rows_for(source, target, quick)
+                elif name == "bare":
+                    with mounted(bare, mnt_bare):
+                        row = rows_for(mnt_bare, mnt_bare / target.name, quick)
+                elif name == "interceptor":
+                    with mounted(mount_cmd(source, mnt_ft, ft.state), mnt_ft):
+                        row = captured(mnt_ft)
+                else:
+                    with mounted(inplace_cmd(source, ft.state), source, is_inplace_mount):
+                        row = captured(source)
+                results[name].append(row)
     finally:
         ft.teardown()
         shutil.rmtree(work, ignore_errors=True)
     out: dict[str, Any] = {}
     for name, rows in results.items():
         out[name] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    out["heal_1mib"] = heal_latency(base, 2 if quick else 5)
-    out["ratio_interceptor_vs_bare"] = {
-        k: out["bare"][k] / out["interceptor"][k] for k in out["bare"] if out["interceptor"][k]
-    }
+        out[name + "_runs"] = {k: [r[k] for r in rows] for k in rows[0]}
+    heal = heal_latency(base, 2 if quick else 7)
+    if "skipped" in heal:
+        out["heal_1mib"] = out["heal_1mib_inplace"] = heal
+    else:
+        out["heal_1mib"], out["heal_1mib_inplace"] = heal["elsewhere"], heal["in_place"]
+    for name in ("interceptor", "inplace"):
+        out[f"ratio_{name}_vs_bare"] = {
+            k: out["bare"][k] / out[name][k] for k in out["bare"] if out[name][k]
+        }
     return out
