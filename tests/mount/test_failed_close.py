@@ -108,6 +108,15 @@ def test_a_failed_close_is_an_event_and_never_a_good_version(
         return all(line.split()[4] != str(where) for line in mounts)
 
     wait_until(unmounted, 30, "the interceptor to unmount")
+
+    def exited() -> bool:  # gone, or a zombie its parent (the fixture) reaps
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    # The fixture's own SIGTERM must not land in the middle of this exit.
+    wait_until(exited, 30, "the interceptor to exit")
     # A close after it: once that one is a version, the daemon has seen the first.
     versions = len(daemon.client.history(other))
     other.write_bytes(b"barrier 1\n" * 2000)
