@@ -14,10 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import blake3
 
 from ..backends import open_backend
 from ..capture.leases import ignore_lease_breaks, open_for_writing
@@ -28,21 +25,21 @@ from ..errors import (
     FiletwinError,
     NotFound,
     SourceError,
-    StateError,
 )
 from ..heal import IO_ERRNOS
-from ..policy import Policy, scaled_timeout
+from ..policy import Policy
 from ..repo import Manifest, Repository
-from ..safeio import open_protected
 from ..table import Table, as_json
+from .closes import FailedCloses
 from .entrypaths import validate_new_paths
+from .events import EventLog
 from .gate import Gate
 from .healer import Healer
-from .hooks import run_hook
-from .jobs import Abandon, Done, Job, JobRunner
+from .jobs import Abandon, Done, Job, JobRunner, result_of
 from .mounts import Mounts
 from .onwrite import OnWrite
 from .pool import WorkerPool
+from .retention import Retention
 from .supervisor import Supervisor, Timing
 
 log = logging.getLogger("filetwin.engine")
@@ -50,46 +47,8 @@ log = logging.getLogger("filetwin.engine")
 #: how many times a job whose file changed while it was read is run again
 #: before an explicit request commits what it read anyway
 UNSTABLE_RETRIES = 5
-#: events kept in memory while the state directory cannot store them
-MAX_UNSAVED_EVENTS = 10_000
-#: how recent a version may be to be retracted when a failed close of its
-#: content is reported after it was stored
-RETRACT_WINDOW_S = 5.0
 #: what a backup job returns when the file changed while it was read
 _UNSTABLE: Any = object()
-
-
-def content_hash(path: str) -> str | None:
-    """The BLAKE3 hex digest of the file at ``path`` (no symlink followed), or None."""
-    try:
-        fd = open_protected(path)
-    except (OSError, FiletwinError):
-        return None
-    try:
-        hasher = blake3.blake3()
-        while data := os.read(fd, 8 << 20):
-            hasher.update(data)
-        return str(hasher.hexdigest())
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-class _HealJournal:
-    """The healer's view of the on-write side (see healer.HealJournal)."""
-
-    def __init__(self, onwrite: OnWrite) -> None:
-        self._onwrite = onwrite
-
-    def directory(self, path: str) -> Path:
-        return self._onwrite.journals.directory(path)
-
-    async def sync(self, path: str) -> None:
-        await self._onwrite.journals.sync(path)
-
-    def healed(self, path: str) -> None:
-        self._onwrite.api_dirty.add(path)
 
 
 class Engine:
@@ -103,6 +62,9 @@ class Engine:
         self.watcher = Watcher(self._on_fs_event)
         self.supervisors: dict[str, Supervisor] = {}
         self.gate = Gate()
+        #: fire-and-forget tasks (event hooks, scheduled heals), kept from the GC
+        self._hooks: set[asyncio.Task[None]] = set()
+        self.eventlog = EventLog(self.table, clock, config.on_event, self._start_task)
         self.jobs = JobRunner(
             self.table,
             self.pool,
@@ -111,8 +73,6 @@ class Engine:
             config.retry_backoff_s,
             stopping=lambda: self._stopping,
         )
-        #: events the table could not store (state directory full), kept in order
-        self._unsaved_events: list[dict[str, Any]] = []
         #: one lock per entry, held by each of its jobs (backup, capture, heal, checkpoint)
         self._locks: dict[str, asyncio.Lock] = {}
         self.onwrite = OnWrite(self)
@@ -122,14 +82,21 @@ class Engine:
             self.emit,
             holds_entries=lambda d: any(os.path.dirname(p) == d for p in self.table.paths()),
         )
-        self.healer = Healer(
-            config, self.table, self.jobs, self.emit, self.lock_of, _HealJournal(self.onwrite)
+        self.healer = Healer(config, self.table, self.jobs, self.emit, self.lock_of, self.onwrite)
+        self.closes = FailedCloses(
+            self.table,
+            self.repo,
+            self.emit,
+            self.lock_of,
+            self.supervisors.get,
+            self.schedule_heal,
+            self._start_task,
+            clock,
         )
-        self._event_waiters: set[asyncio.Event] = set()
+        self.retention = Retention(
+            self.repo, self.table, self.gate, self.emit, config.gc_delay_s, self._start_task
+        )
         self._stopping = False
-        #: fire-and-forget tasks (event hooks, scheduled heals), kept from the GC
-        self._hooks: set[asyncio.Task[None]] = set()
-        self._gc_timer: asyncio.TimerHandle | None = None
 
     # life cycle --------------------------------------------------------
     async def start(self) -> None:
@@ -219,57 +186,9 @@ class Engine:
             self.supervisors[path].poke()
 
     def close_reported(self, path: str, ok: bool) -> None:
-        """A close of an on-close entry reported by the library or the interceptor.
-
-        A failed close is an event; the version the watcher's close event would
-        take of that content is not stored as a good one (the program was told
-        its close failed); an auto entry is healed if the file is damaged.
-        """
-        if ok:
-            return
-        sup = self.supervisors.get(path)
-        bad = asyncio.ensure_future(asyncio.to_thread(content_hash, path))
-        if sup is not None:
-            sup.failed_close = bad
-        # inotify's close event can beat the report: a version of that content
-        # may be stored already.
-        self._start_task(self._retract_failed_close(path, bad))
-        message = f"a close of {path} failed; the content it left is not stored as a version"
-        self.table.set(path, last_error=message)
-        self.emit(path, "close-failed", False, message)
-        if self.entry(path)["recovery_mode"] == "auto":
-            self.schedule_heal(path, "a close failed", told=True)
-
-    async def _retract_failed_close(self, path: str, bad: asyncio.Future[str | None]) -> None:
-        """Remove the newest version if it holds what a failed close just left."""
-        digest = await bad
-        if digest is None:
-            return
-        async with self.lock_of(path):
-            latest = await asyncio.to_thread(self.repo.latest, path)
-            if (
-                latest is None
-                or latest.hash != digest
-                or latest.cause != "close"
-                or self.clock() - latest.time > RETRACT_WINDOW_S
-            ):
-                return
-            await asyncio.to_thread(self.repo.retract, latest)
-            previous = await asyncio.to_thread(self.repo.latest, path)
-            count = len(await asyncio.to_thread(self.repo.version_names, path))
-            self.table.set(
-                path,
-                versions=count,
-                last_version=previous.id if previous else None,
-                last_good_hash=previous.hash if previous else None,
-            )
-            self.emit(
-                path,
-                "retracted",
-                False,
-                f"version {latest.id} of {path} was read just after a close that failed: "
-                "it is not kept as a version",
-            )
+        """A close of an on-close entry reported by the library or the interceptor
+        (see closes.py)."""
+        self.closes.reported(path, ok)
 
     def poke(self, path: str) -> None:
         """Ask the entry's supervisor (if it runs) to look at the file soon."""
@@ -310,57 +229,18 @@ class Engine:
 
     # events ------------------------------------------------------------
     def emit(self, path: str | None, kind: str, ok: bool, message: str) -> None:
-        """Record an event, wake followers, run the hook. Never raises: an event
-        the table cannot store now (state directory full) is logged, kept, and
-        stored before the next one; what it reports has happened all the same."""
-        if not ok:
-            log.warning("%s: %s", kind, message)
-        pending = {"id": None, "time": self.clock(), "path": path, "kind": kind,
-                   "ok": int(ok), "message": message}  # fmt: skip
-        self._unsaved_events.append(pending)
-        if len(self._unsaved_events) > MAX_UNSAVED_EVENTS:
-            dropped = self._unsaved_events.pop(0)
-            log.error("event log full: dropped %s", dropped)
-        event: dict[str, Any] = pending
-        try:
-            while self._unsaved_events:
-                first = self._unsaved_events[0]
-                event = self.table.add_event(
-                    first["path"], first["kind"], bool(first["ok"]), first["message"],
-                    at=first["time"],
-                )  # fmt: skip
-                self._unsaved_events.pop(0)
-        except StateError as e:
-            log.error("event %s of %s not stored yet: %s", kind, path, e)
-            event = pending
-        for waiter in self._event_waiters:
-            waiter.set()
-        if self.config.on_event:
-            self._start_task(run_hook(self.config.on_event, event))
+        """Record an event (see events.EventLog.emit: never raises)."""
+        self.eventlog.emit(path, kind, ok, message)
 
     def events(
         self, path: str | None = None, after_id: int = 0, limit: int | None = None
     ) -> list[dict[str, Any]]:
-        """The event log, with the events the table could not store yet (state
-        directory full) at its end: they have happened all the same (``id`` null)."""
-        stored = self.table.events(path, after_id, limit)
-        unsaved = [e for e in self._unsaved_events if path is None or e["path"] == path]
-        out = stored + unsaved
-        return out[-limit:] if limit is not None else out
+        """The event log, with the events not stored yet at its end."""
+        return self.eventlog.events(path, after_id, limit)
 
     async def wait_events(self, after_id: int, path: str | None) -> list[dict[str, Any]]:
         """Events after ``after_id``, waiting until there is at least one."""
-        waiter = asyncio.Event()
-        self._event_waiters.add(waiter)
-        try:
-            while True:
-                events = self.table.events(path, after_id)
-                if events:
-                    return events
-                waiter.clear()
-                await waiter.wait()
-        finally:
-            self._event_waiters.discard(waiter)
+        return await self.eventlog.wait(after_id, path)
 
     def _on_fs_event(self, path: str, mask: int) -> None:
         sup = self.supervisors.get(path)
@@ -573,7 +453,6 @@ class Engine:
         self, path: str, cause: str, explicit: bool, sup: Supervisor | None
     ) -> Manifest | None:
         row = self.entry(path)
-        policy = Table.policy_of(row)
         unstable = 0
         while True:
             try:
@@ -589,28 +468,21 @@ class Engine:
                 row["state"] = "watching"
             self.watcher.drain()
             generation = sup.generation if sup is not None else 0
-            job = Job(
+            job = Job.for_entry(
                 "backup",
                 path,
+                row,
+                self.config,
                 {
                     "kind": "prepare",
-                    "path": path,
                     "cause": cause,
-                    "repository": self.config.repository_location,
-                    "stall_s": self.config.worker_stall_s,
                     # An on-write entry's version read from the live file stands for
                     # its journal so far (at add, resume, or with nothing journaled since).
                     "journal_seq": (
                         self.onwrite.last_seq(path) if row["backup_mode"] == "on-write" else 0
                     ),
                 },
-                scaled_timeout(
-                    policy.timeout_s,
-                    st.st_size,
-                    self.config.timeout_floor_s,
-                    self.config.timeout_rate,
-                ),
-                policy.retries,
+                size=st.st_size,
             )
 
             async def finish(
@@ -673,7 +545,7 @@ class Engine:
                 return None
             except FiletwinError:
                 # Chunks stored by the failed attempts are referenced by nothing.
-                self._schedule_gc()
+                self.retention.schedule_gc()
                 if explicit:
                     raise
                 return None
@@ -707,84 +579,33 @@ class Engine:
             f"version {manifest.id} of {path} stored, {manifest.size} bytes, "
             f"cause {manifest.cause}{same}",
         )
-        await self._retain(path, row["keep"])
-
-    async def _retain(self, path: str, keep: int) -> None:
-        """Apply the entry's retention and recount its versions."""
-        removed = await asyncio.to_thread(self.repo.apply_retention, path, keep)
-        if removed:
-            # Names only: listing is cheap, loading every manifest is not.
-            count = len(await asyncio.to_thread(self.repo.version_names, path))
-            if self.table.get(path) is not None:
-                self.table.set(path, versions=count)
-            self._schedule_gc()
-
-    def _schedule_gc(self) -> None:
-        """Collect unreferenced chunks ``gc_delay_s`` from now, once for many removals:
-        gc lists the whole repository and holds it exclusively."""
-        if self._gc_timer is None:
-            loop = asyncio.get_running_loop()
-
-            def fire() -> None:
-                self._gc_timer = None
-                self._start_task(self._gc())
-
-            self._gc_timer = loop.call_later(self.config.gc_delay_s, fire)
-
-    async def _gc(self) -> None:
-        try:
-            async with self.gate.exclusive():
-                removed = await asyncio.to_thread(self.repo.gc)
-        except FiletwinError as e:
-            self.emit(None, "gc-failed", False, f"removing unreferenced chunks failed: {e}")
-            return
-        if removed:
-            log.info("retention removed %d unreferenced chunks", removed)
+        await self.retention.retain(path, row["keep"])
 
     async def restore(
         self, path: str, version: str | None, at: str | None, to: str | None
     ) -> dict[str, Any]:
         """Rebuild a version or moment of ``path`` in place or at ``to``, as a job
         of the entry (shown in status, under its deadline, retried)."""
-        row = self.table.get(path)
-        policy = Table.policy_of(row) if row is not None else None
-        job = Job(
+        job = Job.for_entry(
             "restore",
             path,
+            self.table.get(path),
+            self.config,
             {
                 "kind": "restore",
-                "path": path,
                 "version": version,
                 "at": at,
                 "to": to,
-                "repository": self.config.repository_location,
                 "aside_dir": str(self.config.aside_dir),
                 "journal_dir": str(self.onwrite.journals.directory(path)),
-                "stall_s": self.config.worker_stall_s,
             },
-            scaled_timeout(
-                policy.timeout_s if policy is not None else None,
-                (row["size"] or 0) if row is not None else 0,
-                self.config.timeout_floor_s,
-                self.config.timeout_rate,
-            ),
-            policy.retries if policy is not None else 0,
         )
-
-        async def finish(answer: dict[str, Any]) -> Done[dict[str, Any]]:
-            return Done(answer["result"])
-
-        result = await self.jobs.run(job, finish)
-        if result["kept_version"] and self.table.get(path) is not None:
+        result = await self.jobs.run(job, result_of)
+        kept = ""
+        if result["kept_version"]:
             # The worker stored the replaced content as a version: count it.
-            count = len(await asyncio.to_thread(self.repo.version_names, path))
-            self.table.set(path, versions=count)
-            await self._retain(path, self.table.require(path)["keep"])
-        kept = (
-            f"; the replaced content is kept as version {result['kept_version']}"
-            if result["kept_version"]
-            else ""
-        )
+            await self.retention.recount(path)
+            kept = f"; the replaced content is kept as version {result['kept_version']}"
         self.emit(
             path,
             "restore",

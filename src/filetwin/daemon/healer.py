@@ -18,9 +18,8 @@ from typing import Any, Protocol
 from ..capture.leases import on_fuse, open_for_writing
 from ..config import Config
 from ..errors import Conflict, FiletwinError
-from ..policy import scaled_timeout
 from ..table import Table
-from .jobs import Done, EventSink, Job, JobRunner
+from .jobs import EventSink, Job, JobRunner, result_of
 
 log = logging.getLogger("filetwin.healer")
 
@@ -77,24 +76,18 @@ class Healer:
 
     def _job(self, kind: str, row: dict[str, Any]) -> Job:
         path = row["path"]
-        config = self.config
-        return Job(
+        return Job.for_entry(
             "recovery" if kind == "heal" else kind,
             path,
+            row,
+            self.config,
             {
                 "kind": kind,
-                "path": path,
-                "repository": config.repository_location,
-                "quarantine_dir": str(config.quarantine_dir),
+                "quarantine_dir": str(self.config.quarantine_dir),
                 "journal_dir": (
                     str(self.journal.directory(path)) if row["backup_mode"] == "on-write" else None
                 ),
-                "stall_s": config.worker_stall_s,
             },
-            scaled_timeout(
-                row["timeout_s"], row["size"] or 0, config.timeout_floor_s, config.timeout_rate
-            ),
-            row["retries"],
             # verify only reads: it need not hold gc off
             gated=kind != "verify",
         )
@@ -155,7 +148,7 @@ class Healer:
             row = self.table.require(path)
             if row["backup_mode"] == "on-write":
                 await self.journal.sync(path)
-            check = await self.jobs.run(self._job("verify", row), _result)
+            check = await self.jobs.run(self._job("verify", row), result_of)
             if check["status"] == "ok" or (check["status"] == "changed" and not told):
                 why = (
                     "it matches its newest state: nothing to heal"
@@ -181,7 +174,7 @@ class Healer:
             job.work["in_place"] = bool(
                 await asyncio.to_thread(open_for_writing, path)
             ) and not await asyncio.to_thread(on_fuse, path)
-            healed = await self.jobs.run(job, _result)
+            healed = await self.jobs.run(job, result_of)
             healed["healed"] = True
             self.journal.healed(path)
             where = (
@@ -205,7 +198,7 @@ class Healer:
     async def verify(self, path: str) -> dict[str, Any]:
         """Compare the live file with its newest state; heal it if it is auto."""
         row = self.table.require(path)
-        report = await self.jobs.run(self._job("verify", row), _result)
+        report = await self.jobs.run(self._job("verify", row), result_of)
         report["recovery_mode"] = row["recovery_mode"]
         report["healed"] = False
         if report["status"] == "corrupt":
@@ -252,7 +245,3 @@ class Healer:
                 None, "scrub", not bad, f"scrub of {len(reports)} entries: {len(bad)} corrupt"
             )
 
-
-async def _result(answer: dict[str, Any]) -> Done[dict[str, Any]]:
-    """A job whose answer's ``result`` is its value."""
-    return Done(answer["result"])

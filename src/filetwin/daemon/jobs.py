@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from ..config import Config
 from ..errors import (
     FiletwinError,
     JobTimeout,
@@ -37,6 +38,7 @@ from ..errors import (
     UsageError,
     error_from,
 )
+from ..policy import scaled_timeout
 from .gate import Gate
 from .pool import WorkerPool
 
@@ -118,6 +120,44 @@ class Job:
 
     def describe(self) -> str:
         return self.what or f"{NOUN.get(self.kind, self.kind)} of {self.path}"
+
+    @classmethod
+    def for_entry(
+        cls,
+        kind: str,
+        path: str,
+        row: dict[str, Any] | None,
+        config: Config,
+        work: dict[str, Any],
+        *,
+        size: int | None = None,
+        gated: bool = True,
+    ) -> Job:
+        """A job of entry ``path`` under its policy: the entry's ``--timeout``
+        (else the floor plus ``size``, default the entry's last size, at the
+        configured rate) and ``--retries`` (none for a path with no entry).
+        ``work`` gets the repository and the test stall setting."""
+        if size is None:
+            size = (row["size"] or 0) if row is not None else 0
+        timeout = scaled_timeout(
+            row["timeout_s"] if row is not None else None,
+            size,
+            config.timeout_floor_s,
+            config.timeout_rate,
+        )
+        work = {
+            **work,
+            "path": path,
+            "repository": config.repository_location,
+            "stall_s": config.worker_stall_s,
+        }
+        retries = row["retries"] if row is not None else 0
+        return cls(kind, path, work, timeout, retries, gated=gated)
+
+
+async def result_of(answer: dict[str, Any]) -> Done[dict[str, Any]]:
+    """A ``finish`` for jobs whose answer's ``result`` is their value."""
+    return Done(answer["result"])
 
 
 def _refused(error: FiletwinError) -> bool:

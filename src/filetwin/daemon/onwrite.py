@@ -19,11 +19,11 @@ import logging
 import os
 import stat
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Config
 from ..errors import FiletwinError, UnsafePath, UsageError
-from ..policy import scaled_timeout
 from ..repo.journal import drop_segments_before
 from ..repo.moments import JOURNAL_BASES
 from ..repo.repository import Manifest, Repository, entry_key
@@ -415,24 +415,13 @@ class OnWrite:
         or a failed answer (the job runner has made the failure an event)."""
         config = self.engine.config
         row = self.engine.table.get(path)
-        job = Job(
+        job = Job.for_entry(
             "capture",
             path,
-            {
-                "kind": "diff",
-                "path": path,
-                "shadow": self.shadow_path(path),
-                "emit": emit,
-                "repository": config.repository_location,
-                "stall_s": config.worker_stall_s,
-            },
-            scaled_timeout(
-                row["timeout_s"] if row else None,
-                size,
-                config.timeout_floor_s,
-                config.timeout_rate,
-            ),
-            row["retries"] if row else 0,
+            row,
+            config,
+            {"kind": "diff", "shadow": self.shadow_path(path), "emit": emit},
+            size=size,
             gated=False,
         )
 
@@ -493,22 +482,17 @@ class OnWrite:
             self.journals.rotate(path)
             self._since_checkpoint[path] = (0, 0)
             config = engine.config
-            job = Job(
+            job = Job.for_entry(
                 "checkpoint",
                 path,
+                row,
+                config,
                 {
                     "kind": "checkpoint",
-                    "path": path,
                     "upto_seq": upto,
                     "journal_dir": str(self.journals.directory(path)),
                     "tmp_dir": str(config.state_dir / "tmp"),
-                    "repository": config.repository_location,
-                    "stall_s": config.worker_stall_s,
                 },
-                scaled_timeout(
-                    row["timeout_s"], row["size"] or 0, config.timeout_floor_s, config.timeout_rate
-                ),
-                row["retries"],
             )
 
             async def finish(answer: dict[str, Any]) -> Done[Manifest]:
@@ -528,6 +512,19 @@ class OnWrite:
         bases = [m for m in self.engine.repo.versions(path) if m.cause in JOURNAL_BASES]
         if bases:
             drop_segments_before(self.journals.directory(path), bases[0].journal_seq + 1)
+
+    # the healer's view (healer.HealJournal) -----------------------------
+    def directory(self, path: str) -> Path:
+        """The entry's journal directory."""
+        return self.journals.directory(path)
+
+    async def sync(self, path: str) -> None:
+        """Make every acknowledged record of the entry durable."""
+        await self.journals.sync(path)
+
+    def healed(self, path: str) -> None:
+        """The file was replaced by a heal: that is not a change to journal."""
+        self.api_dirty.add(path)
 
     def forget(self, path: str) -> None:
         self.forget_policy(path)
