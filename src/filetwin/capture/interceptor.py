@@ -31,15 +31,15 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 import mfusepy  # noqa: E402  (must see FUSE_LIBRARY_NAME first)
 
-from ..client import Client, WriteStream  # noqa: E402
+from ..client import Client  # noqa: E402
 from ..errors import DaemonUnavailable, FiletwinError, NotFound  # noqa: E402
 from ..heal import IO_ERRNOS  # noqa: E402
+from .handles import Handle, Shared  # noqa: E402
 from .inplace import (  # noqa: E402
     FSNAME_PREFIX,
     InPlaceFUSE,
@@ -50,12 +50,8 @@ from .srcdir import SourceDir  # noqa: E402
 
 log = logging.getLogger("filetwin.mount")
 ENTRY_CACHE_S = 1.0
-#: the writes kept per open file to re-apply after a heal; past this, a heal
-#: that would roll them back fails the call with EIO instead (the application is told)
-OVERLAY_MAX = 64 << 20
 #: fuse_main's status when its loop ended with an error, a signal included
 FUSE_LOOP_ENDED = 8
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 STAT_KEYS = (
     "st_atime",
     "st_ctime",
@@ -70,75 +66,6 @@ STAT_KEYS = (
     "st_blksize",
     "st_rdev",
 )
-
-
-@dataclass
-class Shared:
-    """What the open handles of one protected file share: the order of their
-    writes and the writes themselves since the first of them was opened (the
-    overlay), so that a heal, which rebuilds the file from its last version,
-    rolls back none of them: they are re-applied to the healed file."""
-
-    #: held while a write reaches SOURCE and while a heal's result is put in place
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    #: serialises heals of the file (FUSE threads may meet the same EIO at once)
-    heal_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: (offset, data) of each write, (length, None) of each truncate, in order
-    ops: list[tuple[int, bytes | None]] = field(default_factory=list)
-    size: int = 0
-    #: more than OVERLAY_MAX written: what was written cannot be re-applied
-    overflowed: bool = False
-    opens: int = 0
-
-    def add(self, offset: int, data: bytes | None) -> None:
-        if self.overflowed:
-            return
-        self.size += len(data or b"")
-        if self.size > OVERLAY_MAX:
-            self.overflowed = True
-            self.ops.clear()
-            return
-        self.ops.append((offset, data))
-
-    def apply(self, fd: int) -> None:
-        for offset, data in self.ops:
-            if data is None:
-                os.ftruncate(fd, offset)
-                continue
-            done = 0
-            while done < len(data):
-                done += os.pwrite(fd, data[done:], offset + done)
-
-
-@dataclass
-class Handle:
-    fd: int
-    #: the entry's path (the key of the daemon's table): SOURCE/rel, or DIR/rel in place
-    real: str
-    #: the FUSE path, relative to SOURCE's descriptor
-    rel: str
-    flags: int
-    entry: dict[str, Any] | None
-    stream: WriteStream | None = None
-    size_at_open: int = 0
-    #: opened by the daemon itself through an in-place mount: passed straight through
-    raw: bool = False
-    #: shared with the file's other handles (None: raw, or not protected at open)
-    shared: Shared | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: serialises heals of this handle when it has no ``shared``
-    heal_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: something was written through this handle
-    wrote: bool = False
-    #: descriptors of the damaged file, replaced by a heal; closed at release,
-    #: never before, so that another thread's pread on one cannot hit a reused fd
-    retired: list[int] = field(default_factory=list)
-    #: a close already failed and was recorded (journal record or event)
-    close_failed: bool = False
-
-    @property
-    def writable(self) -> bool:
-        return bool(self.flags & WRITE_FLAGS)
 
 
 class Interceptor(mfusepy.Operations):
