@@ -91,3 +91,32 @@ def test_a_full_state_directory_answers_507_json(small_state_dir: Path, tmp_path
         assert status == 200, answer
     finally:
         d.stop()
+
+
+def test_a_restore_on_a_full_state_directory_is_reported_done(
+    small_state_dir: Path, tmp_path: Path
+) -> None:
+    """Before: the restore worked, its event could not be written, and the
+    restore was answered as failed. Now the event is kept until it can be
+    stored, and the answer says what happened."""
+    d = Daemon(small_state_dir, {"repository": str(tmp_path / "repository")}).start()
+    try:
+        target = tmp_path / "notes.txt"
+        target.write_text("protected\n")
+        d.client.add(target)
+        [v1] = d.client.history(target)
+        filler = fill(small_state_dir)
+        dest = tmp_path / "then.txt"
+        result = d.client.restore(target, version=v1["id"], to=str(dest))
+        assert dest.read_text() == "protected\n"
+        assert result["target"] == str(dest)
+        pending = [e for e in d.client.events(target) if e["kind"] == "restore"]
+        assert pending and pending[-1]["ok"] is True, pending
+        assert pending[-1]["id"] is None, "the table took the event: the disk was not full"
+        filler.unlink()
+        target.write_text("protected, v2\n")  # the next event stores the kept ones first
+        d.client.backup(target)
+        stored = [e for e in d.client.events(target) if e["kind"] == "restore"]
+        assert stored[-1]["id"] is not None
+    finally:
+        d.stop()
