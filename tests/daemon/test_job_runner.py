@@ -62,3 +62,30 @@ def test_chunks_of_a_failed_backup_are_collected(
     wait_until(collected, 15, "the orphan chunks to be collected")
     row = daemon.client.status(f)
     assert row["last_job_kind"] == "backup"
+
+
+def test_a_capture_past_its_deadline_is_a_timeout_event_and_retried(
+    make_daemon: Callable[..., Daemon], files: Path
+) -> None:
+    """Captures (on-write without the library) run under the entry's --timeout
+    and --retries like every job; a timeout is an event, not a debug line."""
+    daemon = make_daemon(timeout_floor_s=30.0, retry_backoff_s=0.05, capture_quiet_ms=20)
+    f = files / "db.bin"
+    f.write_bytes(b"a" * 4096)
+    daemon.client.add(f, backup="on-write")
+    daemon.client.update(f, timeout=0.5, retries=1)
+    daemon.stop()
+    daemon.write_config({"timeout_floor_s": 30.0, "retry_backoff_s": 0.05, "worker_stall_s": 2})
+    daemon.start()
+    with open(f, "r+b") as fh:  # a program that does not use the library
+        fh.write(b"b" * 10)
+
+    def timed_out() -> list[dict[str, Any]]:
+        return [e for e in daemon.client.events(f) if e["kind"] == "timeout"]
+
+    [event] = wait_until(timed_out, 30, "the capture's timeout event")
+    assert "capture of" in event["message"] and "2 attempt(s)" in event["message"], event
+    assert [e["kind"] for e in daemon.client.events(f)].count("retry") >= 1
+    wait_until(lambda: daemon.client.status(f)["job_kind"] is None, what="the job to end")
+    row = daemon.client.status(f)
+    assert (row["last_result"], row["last_job_kind"]) == ("timeout", "capture")
