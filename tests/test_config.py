@@ -27,11 +27,9 @@ def test_load_toml_file(tmp_path: Path) -> None:
         'repository = "/srv/repo"\n'
         "workers = 4\n"
         "timeout_floor_s = 5\n"
-        'future_option = "kept aside"\n'
         "[testing]\n"
         "worker_stall_s = 0.25\n"
-        "coalesce_ms = 7\n"
-        "not_a_setting = 1\n",
+        "coalesce_ms = 7\n",
     )
     cfg = Config.load(state_dir=tmp_path / "state", config_file=cfg_file)
     assert cfg.state_dir == tmp_path / "state"
@@ -40,7 +38,7 @@ def test_load_toml_file(tmp_path: Path) -> None:
     assert cfg.timeout_floor_s == 5
     assert cfg.worker_stall_s == 0.25
     assert cfg.coalesce_ms == 7
-    assert cfg.extra == {"future_option": "kept aside"}
+    assert cfg.config_file == cfg_file
     assert cfg.socket_path == tmp_path / "state" / "filetwin.sock"
     assert cfg.table_path == tmp_path / "state" / "table.sqlite"
 
@@ -51,7 +49,13 @@ def test_state_dir_argument_wins_over_file(tmp_path: Path) -> None:
     cfg = Config.load(state_dir=tmp_path / "arg", config_file=cfg_file)
     assert cfg.state_dir == tmp_path / "arg"
     assert cfg.repository_location == str(tmp_path / "arg" / "repository")
-    assert cfg.extra == {}
+
+
+@pytest.fixture(autouse=True)
+def no_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the machine's own /etc/filetwin or ~/.config/filetwin."""
+    monkeypatch.delenv("FILETWIN_CONFIG", raising=False)
+    monkeypatch.setattr("filetwin.config.default_config_file", lambda: tmp_path / "no-default.toml")
 
 
 def test_defaults_without_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,12 +104,54 @@ def test_bad_toml_is_usage_error(tmp_path: Path, text: str) -> None:
         ("repository = 3\n", "config setting repository must be a string"),
         ('[testing]\nworker_stall_s = "1"\n', "config setting worker_stall_s must be a number"),
         ("testing = 3\n", r"\[testing\] in the config file must be a table"),
+        ("workers = 2\nwrokers = 2\n", r"line 2: unknown setting 'wrokers'"),
+        ("[testing]\nstall = 1\n", r"line 2: unknown setting '\[testing\] stall'"),
+        ("[dashbord]\nport = 1\n", r"line 1: unknown setting 'dashbord'"),
+        ('workers = 2\n"on_evnt" = "x"\n', r"line 2: unknown setting 'on_evnt'"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
     cfg_file = write(tmp_path, text)
     with pytest.raises(UsageError, match=message):
         Config.load(state_dir=tmp_path, config_file=cfg_file)
+
+
+def test_config_defaults_are_the_declared_ones(tmp_path: Path) -> None:
+    """Config's fields and SETTINGS, the file's schema, never drift apart."""
+    from filetwin.config import SETTINGS
+
+    cfg = Config.load(state_dir=tmp_path)
+    assert {n: getattr(cfg, n) for n, _, _ in SETTINGS} == {n: d for n, _, d in SETTINGS}
+    assert cfg.config_file is None
+
+
+def test_default_config_file_by_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the real default_config_file
+    from filetwin import config
+
+    monkeypatch.setattr(config.os, "geteuid", lambda: 0)
+    assert config.default_config_file() == Path("/etc/filetwin/filetwin.toml")
+    monkeypatch.setattr(config.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert config.default_config_file() == tmp_path / "xdg" / "filetwin" / "filetwin.toml"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert config.default_config_file() == tmp_path / "home/.config/filetwin/filetwin.toml"
+
+
+def test_default_file_read_when_present_env_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = tmp_path / "no-default.toml"
+    default.write_text("workers = 5\n")
+    assert Config.load(state_dir=tmp_path).workers == 5
+    other = write(tmp_path, "workers = 6\n")
+    monkeypatch.setenv("FILETWIN_CONFIG", str(other))
+    assert Config.load(state_dir=tmp_path).workers == 6
+    assert Config.load(state_dir=tmp_path, config_file=default).workers == 5
+    monkeypatch.setenv("FILETWIN_CONFIG", str(tmp_path / "gone.toml"))
+    with pytest.raises(UsageError, match="gone.toml does not exist"):
+        Config.load(state_dir=tmp_path)
 
 
 def test_int_accepted_where_float_expected(tmp_path: Path) -> None:

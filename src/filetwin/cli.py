@@ -30,6 +30,7 @@ from .cli_common import (
 )
 from .cli_heal import recover, verify
 from .cli_mount import mount
+from .cli_offline import entry_candidates, open_existing, repository_location
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError
 from .policy import BACKUP_MODES, RECOVERY_MODES, SYNC_MODES
@@ -98,21 +99,18 @@ def main(ctx: click.Context) -> None:
 
 @main.command()
 @state_dir_option
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    help="TOML config file (repository, workers, ...).",
-)
 @handle_errors
-def daemon(config_file: str | None) -> None:
-    """Run the daemon in the foreground until SIGTERM or SIGINT.
+def daemon() -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT (SIGHUP also stops
+    it cleanly: reloading the config on SIGHUP does not exist yet).
 
-    It is ready when `filetwin status` answers. Failures are logged to stderr.
+    It reads the same config file as every other command (--config,
+    $FILETWIN_CONFIG, or the default path). It is ready when `filetwin status`
+    answers. Failures are logged to stderr.
     """
     from .daemon.service import run_daemon
 
-    config = Config.load(state_dir=ctx_obj().state_dir, config_file=config_file)
+    config = ctx_obj().config()
     sys.exit(run_daemon(config))
 
 
@@ -314,20 +312,21 @@ def backup(path: str, as_json: bool) -> None:
         )
 
 
-def _offline_repo() -> Any:
-    from .backends import open_backend
-    from .repo import Repository
+def _offline_repo(path: str | None = None) -> tuple[Any, str | None]:
+    """The repository an offline command reads, and the entry name of ``path`` in it.
 
-    return Repository(open_backend(ctx_obj().config().repository_location))
-
-
-def _entry_path_offline(repo: Any, path: str) -> str:
-    norm = os.path.abspath(path)
-    if repo.latest(norm) is None:
-        real = os.path.realpath(norm)
-        if repo.latest(real) is not None:
-            return real
-    return norm
+    The entry's repository is the one its table row records (else the config's);
+    a location that holds no repository is an error, never created.
+    """
+    config = ctx_obj().config()
+    names = () if path is None else entry_candidates(path)
+    repo = open_existing(repository_location(config, names))
+    if path is None:
+        return repo, None
+    for name in names:
+        if repo.latest(name) is not None:
+            return repo, name
+    return repo, names[0]
 
 
 @main.command()
@@ -357,11 +356,14 @@ def history(path: str, with_journal: bool, as_json: bool) -> None:
             with contextlib.suppress(NotFound):  # history outlives its entry
                 journal = client.journal(path)
     except DaemonUnavailable:
-        repo = _offline_repo()
-        entry = _entry_path_offline(repo, path)
+        repo, entry = _offline_repo(path)
+        assert entry is not None
         versions = [manifest_json(m.to_json()) for m in repo.versions(entry)]
         if not versions:
-            raise UsageError(f"{path} has no history in {repo.backend.location}") from None
+            raise NotFound(
+                f"{entry} has no history in {repo.backend.location} (no daemon running; "
+                "is it protected? see --config and --state-dir)"
+            ) from None
         journal = journal_summary(journal_dir(ctx_obj().config().journals_dir, entry))
     if as_json:
         emit_json({"versions": versions, "journal": journal} if with_journal else versions)
@@ -448,8 +450,8 @@ def _restore_offline(
     from .restore import restore_version
 
     config = ctx_obj().config()
-    repo = _offline_repo()
-    entry = _entry_path_offline(repo, path)
+    repo, entry = _offline_repo(path)
+    assert entry is not None
     try:
         result = restore_version(
             repo,
@@ -495,7 +497,7 @@ def check(read_data: bool, as_json: bool) -> None:
     decompress to their hash). Exit 1 if anything is wrong. Needs no daemon."""
     from .repo.check import check_repository
 
-    repo = _offline_repo()
+    repo, _ = _offline_repo()
     problems = check_repository(repo, read_data=read_data)
     if as_json:
         emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})

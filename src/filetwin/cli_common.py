@@ -29,23 +29,45 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Context:
+    """What the global options chose: the state directory and the config file."""
+
     def __init__(self, state_dir: str | None = None) -> None:
         self.state_dir = state_dir
+        self.config_file: str | None = None
+        self._config: Config | None = None
 
     def config(self) -> Config:
-        return Config.load(state_dir=self.state_dir)
+        """The one configuration every command reads (loaded once)."""
+        if self._config is None:
+            self._config = Config.load(state_dir=self.state_dir, config_file=self.config_file)
+        return self._config
 
     def client(self) -> Client:
         return Client(socket_path=self.config().socket_path)
 
 
 def state_dir_option(f: F) -> F:
-    """``--state-dir`` on every command (it may also stand before the command)."""
+    """``--state-dir`` and ``--config`` on every command (they may also stand
+    before the command)."""
 
     def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is not None:
             ctx.ensure_object(Context).state_dir = value
 
+    def remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(Context).config_file = value
+
+    f = click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=remember_config,
+        is_eager=True,
+        envvar="FILETWIN_CONFIG",
+        help="Config file (TOML). Default: /etc/filetwin/filetwin.toml for root, "
+        "~/.config/filetwin/filetwin.toml ($XDG_CONFIG_HOME) for a user, when it exists.",
+    )(f)
     return click.option(
         "--state-dir",
         type=click.Path(file_okay=False),

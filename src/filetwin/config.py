@@ -1,4 +1,12 @@
-"""Paths and settings: the state directory, the socket, the repository.
+"""Paths and settings: the config file, the state directory, the socket, the repository.
+
+Every command (the daemon and the offline ones alike) reads one config file:
+``--config FILE`` or ``$FILETWIN_CONFIG`` when given, else
+``/etc/filetwin/filetwin.toml`` for root and
+``$XDG_CONFIG_HOME/filetwin/filetwin.toml`` (``~/.config/...``) for a user,
+when that file exists. It is decoded against one declared schema
+(``SETTINGS``, checked by msgspec): a key the schema does not know, or a value
+of the wrong type, is a UsageError naming the key and its line.
 
 Everything a component needs is handed to it through a ``Config``; nothing
 reads the environment or the home directory after ``Config.load``.
@@ -8,15 +16,60 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from .errors import PermissionDenied, UsageError
 
 SOCKET_NAME = "filetwin.sock"
 TABLE_NAME = "table.sqlite"
+CONFIG_NAME = "filetwin.toml"
+
+#: every setting of the config file: (name, type, default). The one declaration
+#: from which the file's schema, the [testing] table's and Config's fields come.
+SETTINGS: tuple[tuple[str, type, Any], ...] = (
+    ("repository", str, ""),
+    ("workers", int, 2),
+    ("coalesce_ms", int, 20),
+    ("default_keep", int, 50),
+    ("default_retries", int, 3),
+    ("timeout_floor_s", float, 30.0),
+    ("timeout_rate", float, 20 * 1024 * 1024),
+    ("retry_backoff_s", float, 0.5),
+    ("worker_stall_s", float, 0.0),
+    ("journal_batch_window_s", float, 0.1),
+    ("checkpoint_bytes", int, 64 * 1024 * 1024),
+    ("checkpoint_records", int, 100_000),
+    ("max_file_size", int, 64 * 1024**3),
+    ("capture_quiet_ms", int, 50),
+    ("gc_delay_s", float, 5.0),
+    ("scrub_interval_s", float, 0.0),
+    ("on_event", str, ""),
+)
+
+#: [testing]: settings only tests use (worker_stall_s), any setting allowed
+_Testing = msgspec.defstruct(
+    "Testing",
+    [(name, typ | None, None) for name, typ, _ in SETTINGS],
+    kw_only=True,
+    forbid_unknown_fields=True,
+)
+#: the whole file
+_File = msgspec.defstruct(
+    "ConfigFile",
+    [(name, typ | None, None) for name, typ, _ in SETTINGS]
+    + [("state_dir", str | None, None), ("testing", _Testing | None, None)],
+    kw_only=True,
+    forbid_unknown_fields=True,
+)
+
+_WANTED = {"int": "an integer", "float": "a number", "str": "a string", "object": "a table"}
 
 
 def default_state_dir() -> Path:
@@ -30,21 +83,63 @@ def default_state_dir() -> Path:
     return Path(xdg) / "filetwin"
 
 
-def _check_type(key: str, value: object, declared: object) -> None:
-    """A config value of the wrong TOML type is a usage error, not a crash later."""
-    if declared in ("int", int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        wanted = "an integer"
-    elif declared in ("float", float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        wanted = "a number"
-    elif declared in ("str", str):
-        ok = isinstance(value, str)
-        wanted = "a string"
-    else:
-        return
-    if not ok:
-        raise UsageError(f"config setting {key} must be {wanted}, not {value!r}")
+def default_config_file() -> Path:
+    """Where the config is read when none is named (it need not exist):
+    ``/etc/filetwin/filetwin.toml`` for root, else under ``$XDG_CONFIG_HOME``."""
+    if os.geteuid() == 0:
+        return Path("/etc/filetwin") / CONFIG_NAME
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "filetwin" / CONFIG_NAME
+
+
+def _line_of(text: str, key: str, table: str | None) -> int | None:
+    """The line number of ``key = ...`` (or ``[key]``) in ``text``, inside
+    ``[table]`` when given; tomllib reports no positions, so the text is scanned."""
+    current: str | None = None
+    key_re = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?", line)
+        if header:
+            current = header.group(1).strip("\"'")
+            if table is None and current == key:
+                return number
+            continue
+        if current == table and key_re.match(line):
+            return number
+    return None
+
+
+def _schema_error(path: Path, text: str, values: dict[str, Any], e: Exception) -> UsageError:
+    """msgspec's ValidationError as a message naming the key, its line and the fix."""
+    message = str(e)
+    where = re.search(r" - at `\$((?:\.\w+)*)`$", message)
+    keys = where.group(1).lstrip(".").split(".") if where and where.group(1) else []
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        table = keys[-1] if keys else None
+        key = unknown.group(1)
+        line = _line_of(text, key, table)
+        at = f", line {line}" if line else ""
+        name = f"[{table}] {key}" if table else key
+        return UsageError(
+            f"config file {path}{at}: unknown setting {name!r} "
+            f"(known: {', '.join(n for n, _, _ in SETTINGS)})"
+        )
+    expected = re.match(r"Expected `([^`]+)`, got `([^`]+)`", message)
+    if expected and keys:
+        value: Any = values
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        wanted = expected.group(1).split(" | ")[0]
+        line = _line_of(text, keys[-1], keys[-2] if len(keys) > 1 else None)
+        at = f" (line {line})" if line else ""
+        if keys == ["testing"]:
+            return UsageError(f"[testing] in the config file must be a table, not {value!r}{at}")
+        return UsageError(
+            f"config setting {keys[-1]} must be {_WANTED.get(wanted, wanted)}, "
+            f"not {value!r}{at} in {path}"
+        )
+    return UsageError(f"config file {path}: {message}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +177,8 @@ class Config:
     scrub_interval_s: float = 0.0
     #: a shell command run for every event, given the event as JSON on stdin
     on_event: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
+    #: the config file these settings were read from (None: defaults only)
+    config_file: Path | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -115,38 +211,47 @@ class Config:
     def load(
         cls, state_dir: str | Path | None = None, config_file: str | Path | None = None
     ) -> Config:
-        """Build a Config from an optional TOML file; ``state_dir`` wins over the file."""
-        values: dict[str, object] = {}
-        if config_file is not None:
-            path = Path(config_file)
-            try:
-                with path.open("rb") as fh:
-                    values = tomllib.load(fh)
-            except FileNotFoundError as e:
+        """Build a Config from the config file; ``state_dir`` wins over the file's.
+
+        ``config_file`` (else ``$FILETWIN_CONFIG``) must exist; without either,
+        ``default_config_file()`` is read when it exists. UsageError names a
+        missing or unreadable file, bad TOML, and an unknown key or a value of
+        the wrong type with its line.
+        """
+        named = config_file if config_file is not None else os.environ.get("FILETWIN_CONFIG")
+        path = Path(named) if named else default_config_file()
+        values: dict[str, Any] = {}
+        read: Path | None = None
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError as e:
+            if named:
                 raise UsageError(f"config file {path} does not exist") from e
+        except OSError as e:
+            raise UsageError(f"cannot read config file {path}: {e.strerror}") from e
+        else:
+            read = path
+            text = raw.decode("utf-8", "replace")
+            try:
+                values = tomllib.loads(text)
             except tomllib.TOMLDecodeError as e:
                 raise UsageError(f"config file {path} is not valid TOML: {e}") from e
-            except OSError as e:
-                raise UsageError(f"cannot read config file {path}: {e.strerror}") from e
-        known = {f for f in cls.__dataclass_fields__ if f not in ("state_dir", "extra")}
-        kwargs: dict[str, object] = {}
-        extra: dict[str, object] = {}
-        for key, value in values.items():
-            if key in known:
-                kwargs[key] = value
-            elif key not in ("state_dir", "testing"):
-                extra[key] = value
-        testing = values.get("testing")
-        if testing is not None and not isinstance(testing, dict):
-            raise UsageError(f"[testing] in the config file must be a table, not {testing!r}")
-        if isinstance(testing, dict):
-            # [testing] holds settings only tests use, such as worker_stall_s.
-            kwargs.update({k: v for k, v in testing.items() if k in known})
-        for key, value in kwargs.items():
-            _check_type(key, value, cls.__dataclass_fields__[key].type)
-        raw_dir = state_dir if state_dir is not None else values.get("state_dir")
+            try:
+                decoded = msgspec.convert(values, _File, strict=True)
+            except msgspec.ValidationError as e:
+                raise _schema_error(path, text, values, e) from e
+        kwargs: dict[str, Any] = {}
+        if read is not None:
+            kwargs = {n: v for n, v in msgspec.structs.asdict(decoded).items() if v is not None}
+            testing = kwargs.pop("testing", None)
+            if testing is not None:
+                kwargs.update(
+                    {n: v for n, v in msgspec.structs.asdict(testing).items() if v is not None}
+                )
+        raw_dir = state_dir if state_dir is not None else kwargs.get("state_dir")
+        kwargs.pop("state_dir", None)
         sd = Path(str(raw_dir)).expanduser() if raw_dir else default_state_dir()
-        cfg = cls(state_dir=sd.absolute(), extra=extra, **kwargs)  # type: ignore[arg-type]
+        cfg = cls(state_dir=sd.absolute(), config_file=read, **kwargs)
         cfg.validate()
         return cfg
 
