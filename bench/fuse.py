@@ -118,12 +118,43 @@ def rows_for(d: Path, target: Path, quick: bool) -> dict[str, float]:
 VARIANTS = ("direct", "bare", "interceptor", "inplace")
 
 
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (processes gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def settle(ft: Filetwin, timeout: float = 120) -> None:
+    """Wait until the daemon is idle (under 5% of a core over 200 ms): after a
+    close through the interceptor it captures and checks the journal, work
+    that grows with the journal (about 0.3 s of a core per 20k records here),
+    and must not run into the next variant's measurement."""
+    from .tools import descendants
+
+    assert ft.proc is not None
+    deadline = time.monotonic() + timeout
+    last = cpu_s(descendants(ft.proc.pid))
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu_s(descendants(ft.proc.pid))
+        if now - last < 0.01:
+            return
+        last = now
+
+
 def fresh(source: Path) -> None:
     """Remove what an earlier variant's rows left (no mount is up): every variant
     creates the same files anew, none truncates another's."""
     with contextlib.suppress(FileNotFoundError):
         (source / "seq.bin").unlink()
     shutil.rmtree(source / "small", ignore_errors=True)
+    os.sync()  # the removals' writeback is not the next variant's
 
 
 def measure(base: Path, quick: bool, runs: int) -> dict[str, Any]:
@@ -146,10 +177,12 @@ def measure(base: Path, quick: bool, runs: int) -> dict[str, Any]:
         row = rows_for(d, d / target.name, quick)
         after = ft.client.journal(target)["last_seq"] or 0
         row["captured_writes"] = after - before
+        settle(ft)  # its capture after the close reads through the mount: not unmounted under it
         return row
 
     try:
         ft.client.add(target, backup="on-write", sync="batch")
+        settle(ft)
         for run in range(runs):
             for name in VARIANTS[run % 4 :] + VARIANTS[: run % 4]:
                 fresh(source)
@@ -165,6 +198,7 @@ def measure(base: Path, quick: bool, runs: int) -> dict[str, Any]:
                     with mounted(inplace_cmd(source, ft.state), source, is_inplace_mount):
                         row = captured(source)
                 results[name].append(row)
+                settle(ft)
     finally:
         ft.teardown()
         shutil.rmtree(work, ignore_errors=True)
