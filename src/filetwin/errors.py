@@ -99,6 +99,14 @@ class StateError(FiletwinError):
     retryable = True
 
 
+class WrongPassphrase(FiletwinError):
+    """The passphrase does not open the repository key (or the key file's wrapped keys
+    are damaged: the two cannot be told apart). Nothing was changed."""
+
+    exit_code = 1
+    http_status = 403
+
+
 class JobFailed(FiletwinError):
     """A job failed for a reason of its own (its worker died, an unexpected OS
     error in it): running it again may succeed."""
@@ -137,6 +145,7 @@ ERROR_TYPES: dict[str, type[FiletwinError]] = {
         CorruptObject,
         SourceError,
         StateError,
+        WrongPassphrase,
         JobFailed,
         JobTimeout,
         UnsafePath,

@@ -89,7 +89,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from filetwin.backends.base import Backend
-from filetwin.errors import CorruptObject, FiletwinError, UsageError
+from filetwin.errors import CorruptObject, UsageError, WrongPassphrase
 from filetwin.repo.durable import write_atomic
 
 MODES = ("none", "repokey", "keyfile")
@@ -112,14 +112,6 @@ _AD_PREFIX = b"filetwin-seal\0"
 
 PASSWORD_ENV = "FILETWIN_PASSWORD"
 PASSWORD_FILE_ENV = "FILETWIN_PASSWORD_FILE"
-
-
-class WrongPassphrase(FiletwinError):
-    """The passphrase does not open the repository key (or the key file's wrapped keys
-    are damaged: the two cannot be told apart). Nothing was changed."""
-
-    exit_code = 1
-    http_status = 403
 
 
 @dataclass(frozen=True)
