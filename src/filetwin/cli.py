@@ -31,6 +31,7 @@ from .cli_common import (
 from .cli_heal import recover, verify
 from .cli_mount import mount
 from .cli_offline import entry_candidates, open_existing, repository_location
+from .cli_status import status
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError
 from .policy import BACKUP_MODES, RECOVERY_MODES, SYNC_MODES
@@ -243,56 +244,6 @@ def resume(path: str, as_json: bool) -> None:
 def remove(path: str, purge: bool, as_json: bool) -> None:
     """Stop protecting a file; its history is kept unless --purge."""
     _print_change(ctx_obj().client().remove(path, purge=purge), as_json)
-
-
-@main.command()
-@state_dir_option
-@click.argument("path", required=False, type=click.Path())
-@json_option
-@handle_errors
-def status(path: str | None, as_json: bool) -> None:
-    """Show the management table: each entry's policy and live state."""
-    client = ctx_obj().client()
-    rows = [client.status(path)] if path else client.status()
-    if as_json:
-        emit_json(rows)
-        return
-    if not rows:
-        out.print("no files are protected yet (see `filetwin add --help`)")
-        return
-    table = RichTable(show_lines=False)
-    for col in (
-        "path",
-        "backup",
-        "recovery",
-        "state",
-        "job",
-        "last result",
-        "versions",
-        "last backup",
-    ):
-        table.add_column(col)
-    for r in rows:
-        job = "-"
-        if r["job_kind"]:
-            job = f"{r['job_kind']} pid {r['worker_pid'] or '?'} since {r['job_started_at']}"
-        state = r["state"] + (
-            f" ({r['pending_change']} pending)" if r["pending_change"] != "none" else ""
-        )
-        result = r["last_result"] or "-"
-        if r["last_error"]:
-            result += f": {r['last_error']}"
-        table.add_row(
-            r["path"],
-            r["backup_mode"],
-            r["recovery_mode"],
-            state,
-            job,
-            result,
-            str(r["versions"]),
-            r["last_backup_at"] or "-",
-        )
-    out.print(table)
 
 
 @main.command()
@@ -568,5 +519,5 @@ def _events_offline(path: str | None, limit: int | None) -> list[dict[str, Any]]
         table.close()
 
 
-for _command in (recover, verify, mount):
+for _command in (recover, verify, mount, status):
     main.add_command(_command)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from typing import Any
 
 import click
 
@@ -46,7 +48,8 @@ def verify(path: str | None, as_json: bool) -> None:
     A file whose size and mtime are those of its last version but whose
     content differs is silently corrupted; so is one that cannot be read.
     Entries with recovery mode auto are healed; the others are only reported.
-    Exit 1 if corruption remains.
+    A summary line ends the report. Exit 1 if a file is missing or corruption
+    (or an error) remains.
     """
     reports = ctx_obj().client().verify(path)
     if as_json:
@@ -55,5 +58,23 @@ def verify(path: str | None, as_json: bool) -> None:
         for r in reports:
             healed = " — healed" if r.get("healed") else ""
             out.print(f"{r['status']:<8} {r['path']}: {r['detail']}{healed}", markup=False)
-    if any(r["status"] in ("corrupt", "error") and not r.get("healed") for r in reports):
+        out.print(verify_summary(reports), markup=False)
+    if any(_bad(r) for r in reports):
         sys.exit(1)
+
+
+def _bad(report: dict[str, Any]) -> bool:
+    """A file that verify leaves missing, corrupt or unreadable."""
+    return report["status"] in ("corrupt", "error", "missing") and not report.get("healed")
+
+
+def verify_summary(reports: list[dict[str, Any]]) -> str:
+    """``verified N files: 3 ok, 1 missing; 1 healed`` (counts by status)."""
+    counts = Counter(str(r["status"]) for r in reports)
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to verify"
+    healed = sum(1 for r in reports if r.get("healed"))
+    bad = sum(1 for r in reports if _bad(r))
+    line = f"verified {len(reports)} file{'s' if len(reports) != 1 else ''}: {by_status}"
+    return (
+        line + (f"; {healed} healed" if healed else "") + (f"; {bad} need attention" if bad else "")
+    )

@@ -1,0 +1,147 @@
+"""`filetwin status` and `verify` for people and scripts (issue 12, point 3):
+paths never cut, a summary line, plain/TSV when piped, filters, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Daemon, wait_until
+
+BOX = set("│┃━─┏┓┗┛┡┩└┘┌┐╇╈")
+
+
+@pytest.fixture
+def three(daemon: Daemon, files: Path) -> tuple[Daemon, Path, list[Path]]:
+    """Three entries in a deep directory (paths far past 80 columns), one missing."""
+    deep = files / ("a-rather-long-directory-name-" * 3) / "and-another-level-of-it"
+    deep.mkdir(parents=True)
+    paths = [deep / f"file-{i:03d}.txt" for i in range(3)]
+    for p in paths:
+        p.write_text(f"{p.name}\n")
+    assert daemon.cli("add", *map(str, paths)).returncode == 0
+    paths[2].unlink()
+    wait_until(lambda: daemon.client.status(paths[2])["state"] == "missing", what="missing")
+    return daemon, deep, paths
+
+
+def test_piped_status_is_plain_whole_paths_and_a_summary(
+    three: tuple[Daemon, Path, list[Path]],
+) -> None:
+    daemon, _deep, paths = three
+    r = daemon.cli("status")
+    assert r.returncode == 0, r.stderr
+    assert not BOX & set(r.stdout), r.stdout
+    lines = r.stdout.splitlines()
+    rows = [ln for ln in lines if ln.startswith(("watching", "missing"))]
+    assert sorted(ln.rsplit("  ", 1)[1] for ln in rows) == [str(p) for p in paths]
+    assert lines[-1].startswith("3 entries: 1 missing, 2 watching; last results:"), lines[-1]
+    assert "1 need attention" in lines[-1]
+
+
+def test_tsv_has_a_header_and_the_path_last(three: tuple[Daemon, Path, list[Path]]) -> None:
+    daemon, _deep, paths = three
+    r = daemon.cli("status", "--format", "tsv")
+    assert r.returncode == 0, r.stderr
+    header, *rows = r.stdout.splitlines()
+    assert header.split("\t")[0] == "state" and header.split("\t")[-1] == "path"
+    cells = [row.split("\t") for row in rows]
+    assert all(len(c) == len(header.split("\t")) for c in cells)
+    assert {c[-1]: c[0] for c in cells} == {
+        str(paths[0]): "watching",
+        str(paths[1]): "watching",
+        str(paths[2]): "missing",
+    }
+    r = daemon.cli("status", "--format", "json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 3
+
+
+def test_filters_and_check_exit(three: tuple[Daemon, Path, list[Path]], files: Path) -> None:
+    daemon, deep, paths = three
+    other = files / "elsewhere.txt"
+    other.write_text("x\n")
+    assert daemon.cli("add", str(other)).returncode == 0
+
+    def shown(*args: str) -> list[str]:
+        r = daemon.cli("status", *args, "--json")
+        assert r.returncode == 0, r.stderr
+        return sorted(e["path"] for e in json.loads(r.stdout))
+
+    assert shown("--state", "missing") == [str(paths[2])]
+    assert shown("--failed") == [str(paths[2])]
+    assert shown("--state", "watching", "--state", "missing") == sorted(
+        [str(other)] + [str(p) for p in paths]
+    )
+    assert shown(str(deep)) == [str(p) for p in paths]
+    assert shown(str(deep) + "/") == [str(p) for p in paths]
+    assert shown(str(paths[0])) == [str(paths[0])]
+    r = daemon.cli("status", str(files / "a-rather"))  # not a directory prefix
+    assert r.returncode == 1 and "not protected" in r.stderr
+
+    assert daemon.cli("status").returncode == 0  # without --check: 0 as ever
+    r = daemon.cli("status", "--check")
+    assert r.returncode == 1 and "1 need attention" in r.stdout
+    assert daemon.cli("status", "--check", "--json").returncode == 1
+    assert daemon.cli("status", "--check", str(other)).returncode == 0
+    assert daemon.cli("status", "--check", "--state", "watching").returncode == 0
+
+
+def test_table_on_a_narrow_terminal_never_cuts_a_path(
+    three: tuple[Daemon, Path, list[Path]],
+) -> None:
+    daemon, _deep, paths = three
+    text = in_terminal(daemon, 80, "status")
+    assert "…" not in text, text
+    lines = text.splitlines()
+    assert lines[0].split()[0] == "state" and lines[0].split()[-1] == "path", lines[0]
+    # Every character of every path is printed, in one piece (the terminal wraps it).
+    for p in paths:
+        assert str(p) in text, (p, text)
+    assert "3 entries: 1 missing, 2 watching" in lines[-1]
+
+
+def test_verify_of_a_missing_file_exits_1_with_a_summary(
+    three: tuple[Daemon, Path, list[Path]],
+) -> None:
+    daemon, _deep, paths = three
+    r = daemon.cli("verify")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    last = r.stdout.splitlines()[-1]
+    assert last == "verified 3 files: 1 missing, 2 ok; 1 need attention", r.stdout
+    r = daemon.cli("verify", str(paths[0]))
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "verified 1 file: 1 ok"
+
+
+def in_terminal(daemon: Daemon, columns: int, *args: str) -> str:
+    """Run the CLI on a pseudo-terminal ``columns`` wide; return what it printed."""
+    import fcntl
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = "dumb"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "filetwin", "--state-dir", str(daemon.state_dir), *args],
+        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(60)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace").replace("\r", "")
