@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -18,6 +19,8 @@ import click
 from rich.table import Table as RichTable
 
 from .cli_common import (
+    LONG_WAIT,
+    SHORT_WAIT,
     Context,
     F,
     ctx_obj,
@@ -27,6 +30,7 @@ from .cli_common import (
     json_option,
     out,
     state_dir_option,
+    timeout_option,
 )
 from .cli_heal import recover, verify
 from .cli_mount import mount
@@ -84,6 +88,7 @@ def policy_options(f: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @state_dir_option
+@timeout_option
 @click.version_option(package_name="filetwin")
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -96,6 +101,11 @@ def main(ctx: click.Context) -> None:
     Bring one back:        filetwin restore ~/notes.txt --version ID
     """
     ctx.ensure_object(Context)
+    if ctx.invoked_subcommand not in ("daemon", "mount"):
+        # A reader that goes away (`filetwin events | head -1`) ends the command
+        # quietly, as it does any Unix tool. Not the daemon nor the interceptor:
+        # a client leaving their sockets must not kill them.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 @main.command()
@@ -136,19 +146,30 @@ def add(
     A symbolic link is resolved and its target is protected. If any path is
     refused (missing, a directory, a device, already protected), nothing is added.
     """
-    result = (
-        ctx_obj()
-        .client()
-        .add(
-            *paths,
-            backup=backup,
-            recovery=recovery,
-            retries=retries,
-            timeout=timeout,
-            keep=keep,
-            sync=sync,
+    try:
+        result = (
+            ctx_obj()
+            .client(LONG_WAIT)
+            .add(
+                *paths,
+                backup=backup,
+                recovery=recovery,
+                retries=retries,
+                timeout=timeout,
+                keep=keep,
+                sync=sync,
+            )
         )
-    )
+    except KeyboardInterrupt:
+        # The request reached the daemon, which finishes it whatever the client does.
+        n = len(paths)
+        err.print(
+            f"filetwin: interrupted; the daemon still adds the {n} file{'s' if n != 1 else ''} "
+            "it was given (all or none: each is registered, gets its first version and is "
+            "watched). `filetwin status` shows them; `filetwin remove PATH` undoes it.",
+            markup=False,
+        )
+        sys.exit(130)
     if as_json:
         emit_json(result)
     else:
@@ -204,7 +225,7 @@ def update(
         raise UsageError(
             "nothing to update: give --backup, --recovery, --retries, --timeout or --keep"
         )
-    result = ctx_obj().client().update(path, **changes)
+    result = ctx_obj().client(SHORT_WAIT).update(path, **changes)
     _print_change(result, as_json)
 
 
@@ -217,43 +238,47 @@ def _print_change(result: dict[str, Any], as_json: bool) -> None:
 
 @main.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", type=click.Path())
 @json_option
 @handle_errors
 def pause(path: str, as_json: bool) -> None:
     """Stop watching a file, keeping its entry and history."""
-    _print_change(ctx_obj().client().pause(path), as_json)
+    _print_change(ctx_obj().client(SHORT_WAIT).pause(path), as_json)
 
 
 @main.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", type=click.Path())
 @json_option
 @handle_errors
 def resume(path: str, as_json: bool) -> None:
     """Watch a paused file again (a version is taken at once)."""
-    _print_change(ctx_obj().client().resume(path), as_json)
+    _print_change(ctx_obj().client(LONG_WAIT).resume(path), as_json)
 
 
 @main.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", type=click.Path())
 @click.option("--purge", is_flag=True, help="Also delete the file's history.")
 @json_option
 @handle_errors
 def remove(path: str, purge: bool, as_json: bool) -> None:
     """Stop protecting a file; its history is kept unless --purge."""
-    _print_change(ctx_obj().client().remove(path, purge=purge), as_json)
+    _print_change(ctx_obj().client(LONG_WAIT).remove(path, purge=purge), as_json)
 
 
 @main.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", type=click.Path())
 @json_option
 @handle_errors
 def backup(path: str, as_json: bool) -> None:
     """Take a version now; returns when it is stored."""
-    m = ctx_obj().client().backup(path)
+    m = ctx_obj().client(LONG_WAIT).backup(path)
     if as_json:
         emit_json(m)
     else:
@@ -282,6 +307,7 @@ def _offline_repo(path: str | None = None) -> tuple[Any, str | None]:
 
 @main.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", type=click.Path())
 @click.option(
     "--journal",
@@ -299,7 +325,7 @@ def history(path: str, with_journal: bool, as_json: bool) -> None:
     from .repo.journal_summary import journal_summary
     from .repo.moments import journal_dir
 
-    client = ctx_obj().client()
+    client = ctx_obj().client(SHORT_WAIT)
     journal: dict[str, Any] | None = None
     try:
         versions = client.history(path)
@@ -359,6 +385,7 @@ def _print_journal(j: dict[str, Any]) -> None:
 
 @main.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", type=click.Path())
 @click.option("--version", "version", help="Version id (or a unique prefix of it, 4+ chars).")
 @click.option(
@@ -379,7 +406,7 @@ def restore(path: str, version: str | None, at: str | None, to: str | None, as_j
     if version and at:
         raise UsageError("give either --version or --at, not both")
     try:
-        result = ctx_obj().client().restore(path, at=at, version=version, to=to)
+        result = ctx_obj().client(LONG_WAIT).restore(path, at=at, version=version, to=to)
     except DaemonUnavailable:
         result = _restore_offline(path, version, at, to)
     if as_json:
@@ -469,6 +496,7 @@ def check(read_data: bool, as_json: bool) -> None:
 
 @main.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", required=False, type=click.Path())
 @click.option("--follow", "-f", is_flag=True, help="Keep printing events as they happen.")
 @click.option("--limit", "-n", type=click.IntRange(1), default=None, help="Only the last N.")
@@ -476,7 +504,7 @@ def check(read_data: bool, as_json: bool) -> None:
 @handle_errors
 def events(path: str | None, follow: bool, limit: int | None, as_json: bool) -> None:
     """The event log: backups, retries, timeouts, missing files, restores."""
-    client = ctx_obj().client()
+    client = ctx_obj().client(SHORT_WAIT)
 
     def show(e: dict[str, Any]) -> None:
         if as_json and follow:

@@ -34,6 +34,8 @@ class Context:
     def __init__(self, state_dir: str | None = None) -> None:
         self.state_dir = state_dir
         self.config_file: str | None = None
+        #: --timeout: how long a client call waits for the daemon (None: by kind)
+        self.timeout: float | None = None
         self._config: Config | None = None
 
     def config(self) -> Config:
@@ -42,8 +44,40 @@ class Context:
             self._config = Config.load(state_dir=self.state_dir, config_file=self.config_file)
         return self._config
 
-    def client(self) -> Client:
-        return Client(socket_path=self.config().socket_path)
+    def client(self, wait: float | None = None) -> Client:
+        """A client of the daemon whose calls wait at most ``--timeout`` seconds,
+        else ``wait`` (SHORT_WAIT for status-like calls, LONG_WAIT for calls that
+        copy data; None: no bound, for the interceptor's long-lived client)."""
+        return Client(
+            socket_path=self.config().socket_path,
+            timeout=self.timeout if self.timeout is not None else wait,
+        )
+
+
+#: default --timeout of calls that only read the table (status, history, events, ...)
+SHORT_WAIT = 10.0
+#: default --timeout of calls that copy data (add, backup, restore, verify, recover)
+LONG_WAIT = 3600.0
+
+
+def timeout_option(f: F) -> F:
+    """``--timeout SECONDS``: how long to wait for the daemon's answer (exit 3 past it)."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+        if value is not None:
+            ctx.ensure_object(Context).timeout = value
+
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(0, min_open=True),
+        expose_value=False,
+        callback=remember,
+        is_eager=True,
+        envvar="FILETWIN_TIMEOUT",
+        help=f"Seconds to wait for the daemon's answer before giving up with exit 3 "
+        f"(default {SHORT_WAIT:g} for status-like calls, {LONG_WAIT:g} for add, backup, "
+        "restore, verify and recover).",
+    )(f)
 
 
 def state_dir_option(f: F) -> F:

@@ -8,11 +8,21 @@ from typing import Any
 
 import click
 
-from .cli_common import ctx_obj, emit_json, handle_errors, json_option, out, state_dir_option
+from .cli_common import (
+    LONG_WAIT,
+    ctx_obj,
+    emit_json,
+    handle_errors,
+    json_option,
+    out,
+    state_dir_option,
+    timeout_option,
+)
 
 
 @click.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", type=click.Path())
 @json_option
 @handle_errors
@@ -25,7 +35,7 @@ def recover(path: str, as_json: bool) -> None:
     that a program wrote since, is left as it is and the answer says so.
     Refused for an entry whose recovery mode is manual: use `filetwin restore`.
     """
-    result = ctx_obj().client().request_recovery(path, reason="`filetwin recover`")
+    result = ctx_obj().client(LONG_WAIT).request_recovery(path, reason="`filetwin recover`")
     if as_json:
         emit_json(result)
         return
@@ -39,6 +49,7 @@ def recover(path: str, as_json: bool) -> None:
 
 @click.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", required=False, type=click.Path())
 @json_option
 @handle_errors
@@ -51,7 +62,7 @@ def verify(path: str | None, as_json: bool) -> None:
     A summary line ends the report. Exit 1 if a file is missing or corruption
     (or an error) remains.
     """
-    reports = ctx_obj().client().verify(path)
+    reports = ctx_obj().client(LONG_WAIT).verify(path)
     if as_json:
         emit_json(reports)
     else:

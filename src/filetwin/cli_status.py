@@ -16,7 +16,15 @@ from typing import Any
 
 import click
 
-from .cli_common import ctx_obj, emit_json, handle_errors, out, state_dir_option
+from .cli_common import (
+    SHORT_WAIT,
+    ctx_obj,
+    emit_json,
+    handle_errors,
+    out,
+    state_dir_option,
+    timeout_option,
+)
 from .errors import NotFound
 
 STATES = ("watching", "paused", "missing", "error")
@@ -92,6 +100,7 @@ def _print_rows(rows: list[dict[str, Any]], fmt: str) -> None:
 
 @click.command()
 @state_dir_option
+@timeout_option
 @click.argument("path", required=False, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (same as --format json).")
 @click.option(
@@ -133,7 +142,7 @@ def status(
     PATH names one entry, or a directory: the entries under it. A summary line
     (entries by state and by last result) ends the table and plain outputs.
     """
-    client = ctx_obj().client()
+    client = ctx_obj().client(SHORT_WAIT)
     if path is None:
         rows = client.status()
     else:

@@ -58,7 +58,10 @@ class Client:
     """A connection to one daemon, named by its state directory.
 
     ``timeout`` bounds each request (None waits as long as the daemon works,
-    which backup and restore of large files need).
+    which backup and restore of large files need); past it the call raises
+    DaemonUnavailable naming the request it waited for. ``follow_events``
+    applies it to the answer's start only, then waits for events as long as
+    they take.
     """
 
     def __init__(
@@ -83,6 +86,9 @@ class Client:
         try:
             conn.request(method, url, body=data, headers=headers)
             return conn, conn.getresponse()
+        except TimeoutError as e:
+            conn.close()
+            raise self._timed_out(method, url) from e
         except (FileNotFoundError, ConnectionRefusedError) as e:
             conn.close()
             raise DaemonUnavailable(
@@ -93,10 +99,20 @@ class Client:
             conn.close()
             raise DaemonUnavailable(f"cannot talk to the daemon on {self.socket_path}: {e}") from e
 
+    def _timed_out(self, method: str, url: str) -> DaemonUnavailable:
+        """No answer within ``timeout``: say what was waited for, and for how long."""
+        what = f"{method} {url.split('?', 1)[0]}"
+        return DaemonUnavailable(
+            f"the daemon on {self.socket_path} did not answer {what} within "
+            f"{self.timeout:g} s (is it stopped or overloaded? --timeout SECONDS waits longer)"
+        )
+
     def request(self, method: str, url: str, payload: dict[str, Any] | None = None) -> Any:
         conn, response = self._open(method, url, payload)
         try:
             raw = response.read()
+        except TimeoutError as e:
+            raise self._timed_out(method, url) from e
         except (OSError, http.client.HTTPException) as e:
             # The daemon went away mid-answer (killed, restarted): no daemon, not a bug.
             raise DaemonUnavailable(
@@ -228,6 +244,8 @@ class Client:
                 if not isinstance(err, dict):
                     raise FiletwinError(raw.decode(errors="replace"))
                 raise error_from(err.get("type"), str(err.get("error", raw[:200])))
+            if conn.sock is not None:
+                conn.sock.settimeout(None)  # events come when they happen
             try:
                 for line in response:
                     if line.strip():

@@ -311,10 +311,21 @@ async def serve(config: Config) -> None:
         cap,
     )
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    # SIGHUP stops cleanly too: reloading the config on SIGHUP does not exist
+    # yet, and its default action would kill the daemon without removing its sockets.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
-    log.info("stopping")
+    if received and received[0] == "SIGHUP":
+        log.info("stopping (SIGHUP: reloading the config does not exist yet)")
+    else:
+        log.info("stopping (%s)", received[0] if received else "asked")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock_path)
     stream.close()
