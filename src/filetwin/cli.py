@@ -406,14 +406,27 @@ def restore(path: str, version: str | None, at: str | None, to: str | None, as_j
     if version and at:
         raise UsageError("give either --version or --at, not both")
     try:
-        result = ctx_obj().client(LONG_WAIT).restore(path, at=at, version=version, to=to)
-    except DaemonUnavailable:
-        result = _restore_offline(path, version, at, to)
+        try:
+            result = ctx_obj().client(LONG_WAIT).restore(path, at=at, version=version, to=to)
+        except DaemonUnavailable:
+            result = _restore_offline(path, version, at, to)
+    except (NotFound, UsageError) as e:
+        if (version or at) and "filetwin history" not in e.message:
+            # Which versions and moments exist is what `history` lists.
+            raise type(e)(f"{e.message} (see `filetwin history {path}`)") from e
+        raise
     if as_json:
         emit_json(result)
         return
+    moment = f"version {result['version']}"
+    if result.get("hash") is None and result.get("journal_seq"):
+        moment += f" + journal to seq {result['journal_seq']}"
+    label = result.get("moment")
+    if label and (label == "latest" or label.startswith("seq ")):
+        label = None  # said already
     out.print(
-        f"restored version {result['version']} ({result['version_time']}, "
+        f"restored {moment} ({label + ', ' if label else ''}"
+        f"{result.get('moment_time') or result['version_time']}, "
         f"{result['size']} bytes) to {result['target']}",
         markup=False,
     )

@@ -93,11 +93,20 @@ class Client:
             conn.close()
             raise DaemonUnavailable(
                 f"no filetwin daemon answers on {self.socket_path} "
-                "(start one with `filetwin daemon`)"
+                f"(start one with `{self._start_hint()}`)"
             ) from e
         except (OSError, http.client.HTTPException) as e:
             conn.close()
             raise DaemonUnavailable(f"cannot talk to the daemon on {self.socket_path}: {e}") from e
+
+    def _start_hint(self) -> str:
+        """The command that starts a daemon on this socket's state directory."""
+        from .config import default_state_dir
+
+        state_dir = Path(self.socket_path).parent
+        if state_dir.absolute() == default_state_dir().absolute():
+            return "filetwin daemon"
+        return f"filetwin --state-dir {state_dir} daemon"
 
     def _timed_out(self, method: str, url: str) -> DaemonUnavailable:
         """No answer within ``timeout``: say what was waited for, and for how long."""
