@@ -20,11 +20,6 @@ from bench.faultfs import Btrfs
 from tests.faults.conftest import FAST, event, protect, quarantined
 from tests.helpers import Daemon, wait_until
 
-IN_PLACE_REWRITE = (
-    "in place, a second handle's writes across a heal are sometimes missing from the "
-    "healed file (about 1 run in 3; open)"
-)
-
 
 @pytest.mark.parametrize("backup", ["on-close", "on-write"])
 def test_a_heal_keeps_the_writes_made_before_the_error(
@@ -74,10 +69,6 @@ def test_writes_after_a_heal_reach_the_healed_file(
 ) -> None:
     """A second handle, open across a heal another handle's read triggered,
     writes into the healed file, not into the damaged one set aside."""
-    if request.node.callspec.params["through"] == "in-place":
-        # The heal no longer rewrites a file on a FUSE mount in its inode (that
-        # deadlocked on the page the failing read holds); what remains is a race.
-        request.applymarker(pytest.mark.xfail(strict=False, reason=IN_PLACE_REWRITE))
     daemon = make_daemon("state", **FAST)
     f = btrfs.mount / "log.bin"
     content = os.urandom(256 * 1024)

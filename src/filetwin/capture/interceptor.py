@@ -131,6 +131,38 @@ class Interceptor(mfusepy.Operations):
     def stop_refresher(self) -> None:
         self._stop.set()
 
+    def start_heal_follower(self) -> None:
+        """Heals the daemon does on its own (a backup's read error, verify, the
+        scrub, a failed close) replace a file under the handles open here: follow
+        its ``healed`` events and move those handles onto the healed file, with
+        the writes made through them re-applied (see ``_switch``)."""
+
+        def loop() -> None:
+            follower = Client(socket_path=self.client.socket_path)
+            while not self._stop.is_set():
+                try:
+                    for event in follower.follow_events(limit=1):
+                        if self._stop.is_set():
+                            return
+                        if event.get("kind") == "healed" and event.get("path"):
+                            self._healed_elsewhere(str(event["path"]))
+                except FiletwinError as e:
+                    log.debug("following the daemon's heals: %s", e)
+                    self._stop.wait(1.0)
+
+        threading.Thread(target=loop, name="filetwin-heals", daemon=True).start()
+
+    def _healed_elsewhere(self, real: str) -> None:
+        with self._lock:
+            s = self._shared.get(real)
+            handles = [x for x in self._handles.values() if s is not None and x.shared is s]
+        if s is None or not handles:
+            return
+        h = handles[0]
+        with s.heal_lock:
+            if self._replaced(h, h.fd):
+                self._switch(h)
+
     def _real(self, path: str) -> str:
         rel = self.src.rel(path)
         return self.entry_root if rel == "." else os.path.join(self.entry_root, rel)
@@ -266,13 +298,15 @@ class Interceptor(mfusepy.Operations):
 
     def _request_heal(self, h: Handle, err: OSError) -> bool:
         try:
-            self.client.request_recovery(
+            result = self.client.request_recovery(
                 h.real, reason=f"{err.strerror} through the interceptor", trigger="auto"
             )
         except FiletwinError as e:
             log.warning("%s on %s not healed: %s", err.strerror, h.real, e)
             return False
-        return True
+        # Not healed: the file verified readable (the error was transient); the
+        # call fails with its error rather than retrying into the same one.
+        return bool(result.get("healed", True))
 
     def _replaced(self, h: Handle, fd: int) -> bool:
         """True if ``h``'s path is now another file than the one open on ``fd``."""
@@ -614,6 +648,7 @@ def mount(
     ops = Interceptor(src, client, faults, entry_root=root, in_place=in_place)
     ops.refresh()
     ops.start_refresher()
+    ops.start_heal_follower()
     allow_other = allow_other_permitted()
     if not allow_other:
         log.info("not root and no user_allow_other in /etc/fuse.conf: only you see the mount")
@@ -626,6 +661,12 @@ def mount(
             fsname=f"{FSNAME_PREFIX if in_place else 'filetwin:'}{root}",
             default_permissions=True,
             allow_other=allow_other,
+            # Files change under the mount (a heal renames a new file over one):
+            # no cached size or name may outlive that, or a reader is served the
+            # old file's length (the writes made after the heal cut off).
+            attr_timeout=0,
+            entry_timeout=0,
+            negative_timeout=0,
         )
     except RuntimeError as e:
         # libfuse 3 stores the signal that ended its loop (SIGTERM, SIGINT,
