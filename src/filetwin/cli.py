@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -35,7 +36,17 @@ from .cli_common import (
 from .cli_heal import recover, verify
 from .cli_mount import mount
 from .cli_offline import entry_candidates, open_existing, repository_location
+from .cli_progress import (
+    bytes_being_written,
+    bytes_progress,
+    count_progress,
+    file_sizes,
+    run_polling,
+    wanted,
+)
+from .cli_service import service
 from .cli_status import status
+from .client import Client
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError
 from .policy import BACKUP_MODES, RECOVERY_MODES, SYNC_MODES
@@ -146,20 +157,22 @@ def add(
     A symbolic link is resolved and its target is protected. If any path is
     refused (missing, a directory, a device, already protected), nothing is added.
     """
-    try:
-        result = (
-            ctx_obj()
-            .client(LONG_WAIT)
-            .add(
-                *paths,
-                backup=backup,
-                recovery=recovery,
-                retries=retries,
-                timeout=timeout,
-                keep=keep,
-                sync=sync,
-            )
+    client = ctx_obj().client(LONG_WAIT)
+
+    def request() -> dict[str, Any]:
+        result: dict[str, Any] = client.add(
+            *paths,
+            backup=backup,
+            recovery=recovery,
+            retries=retries,
+            timeout=timeout,
+            keep=keep,
+            sync=sync,
         )
+        return result
+
+    try:
+        result = _add_with_progress(client, paths, request) if wanted(as_json) else request()
     except KeyboardInterrupt:
         # The request reached the daemon, which finishes it whatever the client does.
         n = len(paths)
@@ -176,20 +189,57 @@ def add(
         for note in result["messages"]:
             out.print(note, markup=False)
         for entry in result["entries"]:
-            first = (
-                f"first version {entry['last_version']}"
-                if entry["last_version"]
-                else "no first version yet"
-            )
-            out.print(
-                f"protecting {entry['path']} ({entry['backup_mode']}, "
-                f"{entry['recovery_mode']}); {first}",
-                markup=False,
-            )
+            if entry["path"] not in result.get("reported", ()):
+                out.print(_added_line(entry), markup=False)
         for failure in result["failures"]:
             err.print(f"filetwin: error: {failure}", markup=False)
     if result["failures"]:
         sys.exit(1)
+
+
+def _added_line(entry: dict[str, Any]) -> str:
+    first = (
+        f"first version {entry['last_version']}"
+        if entry["last_version"]
+        else "no first version yet"
+    )
+    return f"protecting {entry['path']} ({entry['backup_mode']}, {entry['recovery_mode']}); {first}"
+
+
+def _add_with_progress(
+    client: Client, paths: tuple[str, ...], request: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run the add request (all or none, as ever) while a progress bar counts the
+    bytes of the first versions taken; each file is reported as its first
+    version is stored, read from the daemon's events as they come."""
+    sizes = file_sizes(paths)
+    poller = Client(socket_path=client.socket_path, timeout=SHORT_WAIT)
+    last = poller.events(limit=1)
+    after = last[-1]["id"] if last else 0
+    added: set[str] = set()
+    reported: list[str] = []
+    with bytes_progress() as progress:
+        n = len(paths)
+        task = progress.add_task(
+            f"adding {n} file{'s' if n != 1 else ''}", total=sum(sizes.values()) or None
+        )
+
+        def poll() -> None:
+            nonlocal after
+            for e in poller.events(after=after):
+                after = max(after, e["id"])
+                path = e["path"]
+                if e["kind"] == "added":
+                    added.add(path)
+                elif e["kind"] == "backup" and path in added and path not in reported:
+                    reported.append(path)
+                    progress.console.print(_added_line(poller.status(path)), markup=False)
+                    progress.advance(task, sizes.get(path, 0))
+
+        result = run_polling(request, poll)
+        progress.update(task, completed=sum(sizes.values()))
+    result["reported"] = reported
+    return result
 
 
 @main.command()
@@ -407,7 +457,12 @@ def restore(path: str, version: str | None, at: str | None, to: str | None, as_j
         raise UsageError("give either --version or --at, not both")
     try:
         try:
-            result = ctx_obj().client(LONG_WAIT).restore(path, at=at, version=version, to=to)
+            client = ctx_obj().client(LONG_WAIT)
+
+            def request() -> dict[str, Any]:
+                return client.restore(path, at=at, version=version, to=to)
+
+            result = _restore_with_progress(path, to, request) if wanted(as_json) else request()
         except DaemonUnavailable:
             result = _restore_offline(path, version, at, to)
     except (NotFound, UsageError) as e:
@@ -432,6 +487,25 @@ def restore(path: str, version: str | None, at: str | None, to: str | None, as_j
     )
     if result.get("kept_version"):
         out.print(f"the replaced content is kept as version {result['kept_version']}", markup=False)
+
+
+def _restore_with_progress(
+    path: str, to: str | None, request: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """The daemon restores; meanwhile a spinner shows the bytes written so far
+    (the size of the temporary file it fills beside the target)."""
+    target = os.path.abspath(to if to is not None else path)
+    with bytes_progress() as progress:
+        task = progress.add_task(f"restoring {target}", total=None)
+
+        def poll() -> None:
+            written = bytes_being_written(target)
+            if written is not None:
+                progress.update(task, completed=written)
+
+        result = run_polling(request, poll)
+        progress.update(task, total=result["size"], completed=result["size"])
+    return result
 
 
 def _restore_offline(
@@ -489,7 +563,16 @@ def check(read_data: bool, as_json: bool) -> None:
     from .repo.check import check_repository
 
     repo, _ = _offline_repo()
-    problems = check_repository(repo, read_data=read_data)
+    if read_data and wanted(as_json):
+        with count_progress() as progress:
+            task = progress.add_task("checking objects", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            problems = check_repository(repo, read_data=True, progress=advance)
+    else:
+        problems = check_repository(repo, read_data=read_data)
     if as_json:
         emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
     else:
@@ -560,5 +643,5 @@ def _events_offline(path: str | None, limit: int | None) -> list[dict[str, Any]]
         table.close()
 
 
-for _command in (recover, verify, mount, status):
+for _command in (recover, verify, mount, status, service):
     main.add_command(_command)

@@ -18,6 +18,9 @@ from .cli_common import (
     state_dir_option,
     timeout_option,
 )
+from .cli_progress import bytes_progress, wanted
+from .client import Client
+from .errors import DaemonUnavailable, FiletwinError, NotFound
 
 
 @click.command()
@@ -62,16 +65,64 @@ def verify(path: str | None, as_json: bool) -> None:
     A summary line ends the report. Exit 1 if a file is missing or corruption
     (or an error) remains.
     """
-    reports = ctx_obj().client(LONG_WAIT).verify(path)
+    client = ctx_obj().client(LONG_WAIT)
+    reports = _verify_with_progress(client, path) if wanted(as_json) else client.verify(path)
     if as_json:
         emit_json(reports)
     else:
-        for r in reports:
-            healed = " — healed" if r.get("healed") else ""
-            out.print(f"{r['status']:<8} {r['path']}: {r['detail']}{healed}", markup=False)
+        if not wanted():
+            for r in reports:
+                out.print(_report_line(r), markup=False)
         out.print(verify_summary(reports), markup=False)
     if any(_bad(r) for r in reports):
         sys.exit(1)
+
+
+def _report_line(r: dict[str, Any]) -> str:
+    healed = " — healed" if r.get("healed") else ""
+    return f"{r['status']:<8} {r['path']}: {r['detail']}{healed}"
+
+
+def _verify_with_progress(client: Client, path: str | None) -> list[dict[str, Any]]:
+    """Verify entry by entry (the entries ``verify`` of everything covers: all
+    but paused ones), each line printed as its entry is done, under a bar
+    counting the bytes of the entries verified."""
+    if path is not None:
+        rows = [client.status(path)]
+    else:
+        rows = [r for r in client.status() if r["state"] != "paused"]
+    reports: list[dict[str, Any]] = []
+    with bytes_progress() as progress:
+        n = len(rows)
+        task = progress.add_task(
+            f"verifying {n} file{'s' if n != 1 else ''}",
+            total=sum(r.get("size") or 0 for r in rows) or None,
+        )
+        for row in rows:
+            try:
+                got = client.verify(row["path"])
+            except DaemonUnavailable:
+                raise
+            except NotFound:
+                if path is not None:
+                    raise
+                continue  # removed since the list was read: not ours to verify
+            except FiletwinError as e:
+                # As the daemon's verify of everything reports an entry it cannot verify.
+                got = [
+                    {
+                        "path": row["path"],
+                        "status": "error",
+                        "detail": str(e),
+                        "healed": False,
+                        "recovery_mode": row["recovery_mode"],
+                    }
+                ]
+            for r in got:
+                progress.console.print(_report_line(r), markup=False)
+            reports.extend(got)
+            progress.advance(task, row.get("size") or 0)
+    return reports
 
 
 def _bad(report: dict[str, Any]) -> bool:
