@@ -32,6 +32,7 @@ from ..config import Config
 from ..errors import FiletwinError
 from .api import Api
 from .engine import Engine
+from .sdnotify import Notifier
 from .stream import STREAM_NAME, start_stream_server
 
 log = logging.getLogger("filetwin.daemon")
@@ -310,6 +311,8 @@ async def serve(config: Config) -> None:
         fd_limit,
         cap,
     )
+    notifier = Notifier()
+    notifier.ready(f"serving on {sock_path}")
     stop = asyncio.Event()
     received: list[str] = []
 
@@ -322,6 +325,7 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
+    notifier.stopping()
     if received and received[0] == "SIGHUP":
         log.info("stopping (SIGHUP: reloading the config does not exist yet)")
     else:
@@ -334,13 +338,49 @@ async def serve(config: Config) -> None:
     await site.stop()
     await engine.stop()
     await runner.cleanup()
+    notifier.close()
+
+
+class _JournalFormatter(logging.Formatter):
+    """Lines for the journal: a syslog priority prefix (``<4>``), no timestamp nor
+    pid (the journal records both)."""
+
+    PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        prefix = f"<{self.PRIORITY.get(record.levelname, 6)}>"
+        # Every line of a multi-line message (a traceback) keeps its priority.
+        return "\n".join(prefix + line for line in text.splitlines())
+
+
+def stderr_is_journal(environ: dict[str, str] | None = None) -> bool:
+    """Whether stderr is connected to the journal: ``JOURNAL_STREAM`` names its
+    device and inode (systemd sets it for the service's stdout/stderr)."""
+    raw = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, _, ino = raw.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def log_handler() -> logging.Handler:
+    """stderr, in the journal's format when it is the journal."""
+    handler = logging.StreamHandler(sys.stderr)
+    if stderr_is_journal():
+        handler.setFormatter(_JournalFormatter("%(levelname)s %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s filetwin[%(process)d] %(levelname)s %(message)s")
+        )
+    return handler
 
 
 def run_daemon(config: Config) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s filetwin[%(process)d] %(levelname)s %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, handlers=[log_handler()])
     asyncio.run(serve(config))
     return 0
