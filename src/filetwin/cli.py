@@ -419,11 +419,11 @@ def _print_journal(j: dict[str, Any]) -> None:
         f"({j['first_time']} – {j['last_time']}), {j['writes']} writes",
         markup=False,
     )
-    for c in j["closes"]:
-        flag = "close" if c["ok"] else "close FAILED"
-        out.print(f"  seq {c['seq']:>8}  {c['time']}  {flag}", markup=False)
-    for m in j["marks"]:
-        out.print(f"  seq {m['seq']:>8}  {m['time']}  mark {m['name']!r}", markup=False)
+    # Closes and marks in record order, as they happened.
+    lines = [(c["seq"], c["time"], "close" if c["ok"] else "close FAILED") for c in j["closes"]]
+    lines += [(m["seq"], m["time"], f"mark {m['name']!r}") for m in j["marks"]]
+    for seq, when, what in sorted(lines, key=lambda line: line[0]):
+        out.print(f"  seq {seq:>8}  {when}  {what}", markup=False)
     if j.get("torn"):
         t = j["torn"]
         out.print(

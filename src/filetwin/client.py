@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .config import Config
-from .errors import DaemonUnavailable, FiletwinError, error_from
+from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError, error_from
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -203,7 +203,17 @@ class Client:
         return result
 
     def history(self, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._get("/history", path=_abs(path))
+        """The versions of ``path``, oldest first (as ``history --json``).
+
+        A path that is not protected and has no history raises NotFound, as
+        every other method does for it (older daemons answer it as bad usage).
+        """
+        try:
+            result: list[dict[str, Any]] = self._get("/history", path=_abs(path))
+        except UsageError as e:
+            if "is not protected" in e.message:
+                raise NotFound(e.message) from e
+            raise
         return result
 
     def restore(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import Daemon, run_cli
 
@@ -32,3 +35,52 @@ def test_no_daemon_hint_names_the_state_dir(tmp_path: Path) -> None:
     r = run_cli("--state-dir", str(tmp_path / "s"), "status")
     assert r.returncode == 3
     assert f"start one with `filetwin --state-dir {tmp_path}/s daemon`" in r.stderr
+
+
+def test_history_lists_journal_records_in_record_order(daemon: Daemon, files: Path) -> None:
+    f = files / "db.bin"
+    f.write_bytes(b"0" * 10)
+    assert daemon.cli("add", str(f), "--backup", "on-write").returncode == 0
+    c = daemon.client
+    c.notify_write(f, 0, b"a")
+    first_close = c.notify_close(f)
+    c.notify_write(f, 1, b"b")
+    mark = c.mark(f, "between")
+    c.notify_write(f, 2, b"c")
+    second_close = c.notify_close(f)
+    assert first_close < mark < second_close
+    r = daemon.cli("history", str(f))
+    assert r.returncode == 0, r.stderr
+    records = [ln.split() for ln in r.stdout.splitlines() if ln.lstrip().startswith("seq ")]
+    assert [int(w[1]) for w in records] == [first_close, mark, second_close], r.stdout
+    assert [w[3] for w in records] == ["close", "mark", "close"], r.stdout
+    assert all(w[2].endswith("Z") for w in records), r.stdout
+
+
+ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
+OTHER_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(?!\.?\d*Z)[+-]\d\d:?\d\d")
+
+
+def test_one_time_format_in_outputs(daemon: Daemon, files: Path, tmp_path: Path) -> None:
+    f = files / "t.txt"
+    f.write_text("one\n")
+    assert daemon.cli("add", str(f)).returncode == 0
+    outputs = [daemon.cli(*args).stdout for args in (("history", str(f)), ("events",), ("status",))]
+    r = daemon.cli("restore", str(f), "--to", str(tmp_path / "t"))
+    outputs.append(r.stdout)
+    for text in outputs:
+        assert ISO_Z.search(text) and not OTHER_TIME.search(text), text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="repo/repository.py version_at formats its error with a local offset (_iso): "
+    "needs timefmt.iso (not a file this change owns)",
+)
+def test_one_time_format_in_errors(daemon: Daemon, files: Path, tmp_path: Path) -> None:
+    f = files / "t.txt"
+    f.write_text("one\n")
+    assert daemon.cli("add", str(f)).returncode == 0
+    r = daemon.cli("restore", str(f), "--at", "2001-01-01T00:00:00Z", "--to", str(tmp_path / "t"))
+    assert r.returncode == 1
+    assert ISO_Z.search(r.stderr) and not OTHER_TIME.search(r.stderr), r.stderr
