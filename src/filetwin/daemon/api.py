@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import FiletwinError, NotFound, PermissionDenied, StateError, UsageError
 from ..policy import Policy
@@ -59,6 +60,7 @@ INT_MAX = (1 << 63) - 1
 QUERY_KEYS: dict[str, tuple[str, ...]] = {
     "/health": (),
     "/openapi.json": (),
+    "/metrics": (),
     "/status": ("path",),
     "/history": ("path",),
     "/journal": ("path",),
@@ -278,6 +280,7 @@ class Api:
         r = app.router
         r.add_get("/health", self.health)
         r.add_get("/openapi.json", self.openapi)
+        r.add_get("/metrics", self.metrics)
         r.add_get("/status", self.status)
         r.add_post("/add", self.add)
         r.add_post("/update", self.update)
@@ -329,6 +332,12 @@ class Api:
     async def openapi(self, request: web.Request) -> web.Response:
         query(request)
         return web.json_response(OPENAPI)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics (daemon/metrics.py), computed in a thread."""
+        query(request)
+        text = await asyncio.to_thread(self.engine.metrics.render)
+        return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status(self, request: web.Request) -> web.Response:
         raw = query(request).get("path")

@@ -36,6 +36,7 @@ from .events import EventLog
 from .gate import Gate
 from .healer import Healer
 from .jobs import Abandon, Done, Job, JobRunner, result_of
+from .metrics import Metrics
 from .mounts import Mounts
 from .onwrite import OnWrite
 from .pool import WorkerPool
@@ -65,8 +66,15 @@ class Engine:
         #: fire-and-forget tasks (event hooks, scheduled heals), kept from the GC
         self._hooks: set[asyncio.Task[None]] = set()
         self.eventlog = EventLog(self.table, clock, config.on_event, self._start_task)
+        self.metrics = Metrics(
+            config.table_path,
+            config.journals_dir,
+            config.repository_location,
+            lambda path: self.onwrite._since_checkpoint.get(path, (0, 0)),
+            clock,
+        )
         self.jobs = JobRunner(
-            self.table,
+            self.metrics.job_table(self.table),
             self.pool,
             self.gate,
             self.emit,
@@ -230,6 +238,7 @@ class Engine:
     # events ------------------------------------------------------------
     def emit(self, path: str | None, kind: str, ok: bool, message: str) -> None:
         """Record an event (see events.EventLog.emit: never raises)."""
+        self.metrics.event(path, kind, ok)
         self.eventlog.emit(path, kind, ok, message)
 
     def events(
