@@ -48,7 +48,10 @@ def test_ready_watchdog_and_stopping_reach_the_notify_socket(
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # pings every 50 ms
     d = make_daemon()
+    # Pings may come while the daemon starts (systemd's watchdog runs then too).
     first = _messages(notify_socket)
+    while first == {"WATCHDOG": "1"}:
+        first = _messages(notify_socket)
     assert first.get("READY") == "1", first
     assert first["MAINPID"] == str(d.pid)
     # The daemon answered before READY was read: it serves when it says so.
@@ -186,3 +189,19 @@ def test_written_units_pass_systemd_analyze_verify(tmp_path: Path, user: bool) -
     verify = [analyze, "verify", *(["--user"] if user else []), str(dest / "filetwin.service")]
     v = subprocess.run(verify, capture_output=True, text=True, env=env, timeout=60)
     assert v.returncode == 0 and not v.stderr.strip(), v.stderr
+
+
+def test_watchdog_pid_of_another_process_and_bad_addresses_send_nothing() -> None:
+    from filetwin.daemon.sdnotify import Notifier, socket_address
+
+    other = Notifier({"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_s is None  # meant for another process
+    mine = Notifier(
+        {"NOTIFY_SOCKET": "@n", "WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid())}
+    )
+    assert mine.watchdog_s == 3.0
+    assert socket_address("@abc") == b"\0abc"
+    assert socket_address("relative") is None and socket_address("@") is None
+    assert not Notifier({}).send("READY=1")  # not under systemd: nothing, no error
+    gone = Notifier({"NOTIFY_SOCKET": "/nonexistent/notify.sock"})
+    assert not gone.send("READY=1")  # a failed send is logged, never raised

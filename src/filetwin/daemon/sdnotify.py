@@ -66,11 +66,17 @@ class Notifier:
             return False
         return True
 
+    def start_watchdog(self) -> None:
+        """Ping the watchdog from now on, if systemd asked for pings: from the
+        start, since systemd's watchdog runs while the daemon starts too (opening
+        thousands of entries must not count as a hang while the loop turns)."""
+        if self.watchdog_s is not None and self.address is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watchdog())
+
     def ready(self, status: str = "") -> None:
         """The daemon serves: systemd's start job is done."""
         self.send("READY=1", f"MAINPID={os.getpid()}", *([f"STATUS={status}"] if status else []))
-        if self.watchdog_s is not None and self.address is not None:
-            self._task = asyncio.get_running_loop().create_task(self._watchdog())
+        self.start_watchdog()
 
     def stopping(self) -> None:
         """The daemon stops (pings end: a slow stop must not count as a hang)."""

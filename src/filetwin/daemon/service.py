@@ -278,6 +278,8 @@ async def serve(config: Config) -> None:
         if _socket_in_use(sock_path):
             raise FiletwinError(f"a daemon already answers on {sock_path}")
         os.unlink(sock_path)  # left by a daemon that was killed
+    notifier = Notifier()
+    notifier.start_watchdog()
     engine = Engine(config)
     await engine.start()
     runner = web.AppRunner(
@@ -311,7 +313,6 @@ async def serve(config: Config) -> None:
         fd_limit,
         cap,
     )
-    notifier = Notifier()
     notifier.ready(f"serving on {sock_path}")
     stop = asyncio.Event()
     received: list[str] = []
