@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import Daemon, run_cli
 
 
@@ -72,11 +70,6 @@ def test_one_time_format_in_outputs(daemon: Daemon, files: Path, tmp_path: Path)
         assert ISO_Z.search(text) and not OTHER_TIME.search(text), text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repo/repository.py version_at formats its error with a local offset (_iso): "
-    "needs timefmt.iso (not a file this change owns)",
-)
 def test_one_time_format_in_errors(daemon: Daemon, files: Path, tmp_path: Path) -> None:
     f = files / "t.txt"
     f.write_text("one\n")

@@ -411,7 +411,7 @@ class Api:
         path = await self._path_or_history(raw)
         versions = await asyncio.to_thread(self.engine.repo.versions, path)
         if not versions and self.engine.table.get(path) is None:
-            raise UsageError(f"{path} is not protected and has no history")
+            raise NotFound(f"{path} is not protected and has no history")
         return web.json_response([manifest_json(m.to_json()) for m in versions])
 
     async def restore(self, request: web.Request) -> web.Response:

@@ -70,7 +70,7 @@ class Engine:
             config.table_path,
             config.journals_dir,
             config.repository_location,
-            lambda path: self.onwrite._since_checkpoint.get(path, (0, 0)),
+            lambda path: self.onwrite.pending(path),  # onwrite is made below
             clock,
         )
         self.jobs = JobRunner(

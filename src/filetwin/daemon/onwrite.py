@@ -328,6 +328,10 @@ class OnWrite:
         ):
             self.schedule_checkpoint(path)
 
+    def pending(self, path: str) -> tuple[int, int]:
+        """Records and bytes journaled since the entry's last checkpoint (this run)."""
+        return self._since_checkpoint.get(path, (0, 0))
+
     def last_seq(self, path: str) -> int:
         row = self.engine.table.require(path)
         return self.journals.last_seq(path, row["sync_mode"])

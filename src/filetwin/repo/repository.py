@@ -23,7 +23,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from filetwin.repo.chunks import (
 )
 from filetwin.repo.durable import os_error
 from filetwin.safeio import open_protected
+from filetwin.timefmt import iso
 
 CAUSES = frozenset({"initial", "close", "write", "checkpoint", "manual", "restore"})
 MANIFESTS = "manifests/"
@@ -60,10 +60,6 @@ def entry_key(path: str) -> str:
     Undecodable names (surrogate escapes from os.fsdecode) hash their original bytes.
     """
     return blake3.blake3(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
 def _canonical(d: dict[str, Any]) -> bytes:
@@ -380,8 +376,8 @@ class Repository:
         before = [m for m in versions if m.time <= when]
         if not before:
             raise NotFound(
-                f"no version of {path} at or before {_iso(when)}; "
-                f"the first is at {_iso(versions[0].time)}"
+                f"no version of {path} at or before {iso(when)}; "
+                f"the first is at {iso(versions[0].time)}"
             )
         return before[-1]
 
