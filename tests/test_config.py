@@ -121,7 +121,7 @@ def test_config_defaults_are_the_declared_ones(tmp_path: Path) -> None:
     from filetwin.config import SETTINGS
 
     cfg = Config.load(state_dir=tmp_path)
-    assert {n: getattr(cfg, n) for n, _, _ in SETTINGS} == {n: d for n, _, d in SETTINGS}
+    assert {n: getattr(cfg, n) for n, _, _, _ in SETTINGS} == {n: d for n, _, d, _ in SETTINGS}
     assert cfg.config_file is None
 
 
@@ -207,3 +207,13 @@ def test_iso_round_trips() -> None:
     assert iso(None) is None
     assert iso(T + 0.25) == "2026-11-25T10:00:00.250Z"
     assert parse_time(iso(T + 0.25) or "") == T + 0.25
+
+
+def test_the_configuration_page_is_generated_from_the_settings() -> None:
+    """docs/configuration.md says what SETTINGS declares (regenerate it with
+    `python -c "import filetwin.config as c; print(c.render_settings_doc(), end='')"
+    > docs/configuration.md`)."""
+    from filetwin.config import render_settings_doc
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert page.read_text() == render_settings_doc()

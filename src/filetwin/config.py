@@ -31,39 +31,103 @@ SOCKET_NAME = "filetwin.sock"
 TABLE_NAME = "table.sqlite"
 CONFIG_NAME = "filetwin.toml"
 
-#: every setting of the config file: (name, type, default). The one declaration
-#: from which the file's schema, the [testing] table's and Config's fields come.
-SETTINGS: tuple[tuple[str, type, Any], ...] = (
-    ("repository", str, ""),
-    ("workers", int, 2),
-    ("coalesce_ms", int, 20),
-    ("default_keep", int, 50),
-    ("default_retries", int, 3),
-    ("timeout_floor_s", float, 30.0),
-    ("timeout_rate", float, 20 * 1024 * 1024),
-    ("retry_backoff_s", float, 0.5),
-    ("worker_stall_s", float, 0.0),
-    ("journal_batch_window_s", float, 0.1),
-    ("checkpoint_bytes", int, 64 * 1024 * 1024),
-    ("checkpoint_records", int, 100_000),
-    ("max_file_size", int, 64 * 1024**3),
-    ("capture_quiet_ms", int, 50),
-    ("gc_delay_s", float, 5.0),
-    ("scrub_interval_s", float, 0.0),
-    ("on_event", str, ""),
+#: every setting of the config file: (name, type, default, what it does). The
+#: one declaration from which the file's schema, the [testing] table's, Config's
+#: fields and docs/configuration.md (``render_settings_doc``) come.
+SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
+    ("repository", str, "", "where versions are stored (default: STATE_DIR/repository)"),
+    ("workers", int, 2, "worker processes doing the copies (1 to 64)"),
+    ("coalesce_ms", int, 20, "saves within this window while a job runs become one version"),
+    ("default_keep", int, 50, "versions kept per entry unless `add --keep` says otherwise"),
+    ("default_retries", int, 3, "retries of a failed job unless `add --retries` says otherwise"),
+    (
+        "timeout_floor_s",
+        float,
+        30.0,
+        "a job's default deadline: this floor plus the file's size at `timeout_rate`",
+    ),
+    ("timeout_rate", float, 20 * 1024 * 1024, "bytes per second assumed for that deadline"),
+    ("retry_backoff_s", float, 0.5, "wait before the first retry, doubled at each one"),
+    ("worker_stall_s", float, 0.0, "tests only: every job's worker sleeps this long first"),
+    (
+        "journal_batch_window_s",
+        float,
+        0.1,
+        "on-write, sync batch: acknowledged records are durable within this",
+    ),
+    (
+        "checkpoint_bytes",
+        int,
+        64 * 1024 * 1024,
+        "on-write: fold the journal into a version past this many bytes (and at each good close)",
+    ),
+    ("checkpoint_records", int, 100_000, "... or past this many records"),
+    (
+        "max_file_size",
+        int,
+        64 * 1024**3,
+        "on-write: a record that would make a file larger is refused",
+    ),
+    (
+        "capture_quiet_ms",
+        int,
+        50,
+        "capture without the library: a burst of writes ends after this much quiet",
+    ),
+    ("gc_delay_s", float, 5.0, "unreferenced chunks are collected this long after retention"),
+    ("scrub_interval_s", float, 0.0, "verify every entry this often; 0: never"),
+    ("on_event", str, "", "a shell command run for every event, given the event as JSON"),
 )
+
+
+def render_settings_doc() -> str:
+    """docs/configuration.md, generated from SETTINGS (a test keeps it current)."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- generated from filetwin.config.SETTINGS (render_settings_doc);"
+        " do not edit by hand -->",
+        "",
+        "Every command, the daemon and the offline ones alike, reads one TOML file:",
+        "`--config FILE` or `$FILETWIN_CONFIG` when given, else",
+        "`/etc/filetwin/filetwin.toml` for root and",
+        "`$XDG_CONFIG_HOME/filetwin/filetwin.toml` (`~/.config/filetwin/...`) for a",
+        "user, when that file exists. A key this page does not list, or a value of",
+        "the wrong type, is an error naming the key and its line; nothing starts.",
+        "`state_dir` may also be set in the file (`--state-dir` wins over it).",
+        "",
+        "| key | type | default | what it does |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, typ, default, text in SETTINGS:
+        shown = f'"{default}"' if isinstance(default, str) else repr(default)
+        lines.append(f"| `{name}` | {typ.__name__} | `{shown}` | {text} |")
+    lines += [
+        "",
+        "Example:",
+        "",
+        "```toml",
+        'repository = "/srv/filetwin-repo"',
+        "workers = 2",
+        "scrub_interval_s = 3600",
+        'on_event = "notify-send filetwin"',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
 
 #: [testing]: settings only tests use (worker_stall_s), any setting allowed
 _Testing = msgspec.defstruct(
     "Testing",
-    [(name, typ | None, None) for name, typ, _ in SETTINGS],
+    [(name, typ | None, None) for name, typ, _, _ in SETTINGS],
     kw_only=True,
     forbid_unknown_fields=True,
 )
 #: the whole file
 _File = msgspec.defstruct(
     "ConfigFile",
-    [(name, typ | None, None) for name, typ, _ in SETTINGS]
+    [(name, typ | None, None) for name, typ, _, _ in SETTINGS]
     + [("state_dir", str | None, None), ("testing", _Testing | None, None)],
     kw_only=True,
     forbid_unknown_fields=True,
@@ -123,7 +187,7 @@ def _schema_error(path: Path, text: str, values: dict[str, Any], e: Exception) -
         name = f"[{table}] {key}" if table else key
         return UsageError(
             f"config file {path}{at}: unknown setting {name!r} "
-            f"(known: {', '.join(n for n, _, _ in SETTINGS)})"
+            f"(known: {', '.join(n for n, _, _, _ in SETTINGS)})"
         )
     expected = re.match(r"Expected `([^`]+)`, got `([^`]+)`", message)
     if expected and keys:
@@ -315,3 +379,4 @@ class Config:
                 os.fchmod(fd, 0o700)
         finally:
             os.close(fd)
+
