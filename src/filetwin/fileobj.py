@@ -40,11 +40,9 @@ from typing import IO, Any, TypeVar
 from .client import Client, WriteStream
 from .errors import DaemonUnavailable, FiletwinError, NotFound
 from .heal import IO_ERRNOS
+from .overlay import OVERLAY_LIMIT, Overlay
 
 T = TypeVar("T")
-
-#: the most bytes of unjournaled changes one open file keeps for a heal (64 MiB)
-OVERLAY_LIMIT = 64 << 20
 
 
 class NotJournaled(DaemonUnavailable):
@@ -53,53 +51,6 @@ class NotJournaled(DaemonUnavailable):
 
 class JournalWarning(UserWarning):
     """Writes to a protected file were made without being journaled."""
-
-
-class Overlay:
-    """The changes made through one open file that no journal holds, in order.
-
-    ``add_write``/``add_truncate`` are called once a change reached the file.
-    ``apply(fd)`` makes them again on a healed file. Past ``limit`` bytes the
-    changes are dropped and ``complete`` becomes False for good: a heal could
-    then no longer put back every acknowledged change.
-    """
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.limit = OVERLAY_LIMIT if limit is None else limit
-        self.complete = True
-        self.size = 0
-        #: (offset, data) for a write, (length, None) for a truncate
-        self.changes: list[tuple[int, bytes | None]] = []
-
-    def add_write(self, offset: int, data: bytes) -> None:
-        if not self.complete:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.complete = False
-            self.changes = []
-            return
-        self.changes.append((offset, data))
-
-    def add_truncate(self, length: int) -> None:
-        if not self.complete:
-            return
-        if length == 0:
-            # What follows a truncate to nothing does not depend on what came before.
-            self.changes = []
-            self.size = 0
-        self.changes.append((length, None))
-
-    def apply(self, fd: int) -> None:
-        """Make the changes again, in order, on ``fd`` (opened without O_APPEND)."""
-        for offset, data in self.changes:
-            if data is None:
-                os.ftruncate(fd, offset)
-                continue
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(fd, view, offset)
-                view, offset = view[n:], offset + n
 
 
 def _fileio_mode(mode: str) -> str:
@@ -146,7 +97,11 @@ class JournaledFile(io.RawIOBase):
         self._warned = False
         self._pending_error: NotJournaled | None = None
         self._heals = heals and client is not None
-        self._overlay: Overlay | None = Overlay(overlay_limit) if self._heals else None
+        self._overlay: Overlay | None = (
+            Overlay(OVERLAY_LIMIT if overlay_limit is None else overlay_limit)
+            if self._heals
+            else None
+        )
         self._dirfd = -1
         # The directory is reached once, as the application named it; the file
         # is (re)opened relative to it and never through a symlink at its name,

@@ -61,27 +61,29 @@ def worker_pids(daemon_pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def inject(pids: list[int], syscall: str, error: str, when: str = "1") -> Iterator[Path]:
-    """Fail ``syscall`` with ``error`` in ``pids`` while the block runs; yields strace's log."""
+def trace(pids: list[int], *expr: str) -> Iterator[Path]:
+    """Run ``strace -f -e EXPR... -p PID...`` on running processes (every thread)
+    while the block runs; yields strace's log."""
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed")
     log = Path(f"/tmp/filetwin-strace-{os.getpid()}-{pids[0]}.log")
-    args = ["strace", "-f", "-qq", "-o", str(log), "-e", f"trace={syscall}"]
-    args += ["-e", f"inject={syscall}:error={error}:when={when}"]
+    args = ["strace", "-f", "-qq", "-o", str(log)]
+    for e in expr:
+        args += ["-e", e]
     for pid in pids:
         args += ["-p", str(pid)]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE)
     try:
-        # strace is attached once every pid shows a tracer.
+        # strace is attached once every thread of every pid shows a tracer.
         def attached() -> bool:
             if proc.poll() is not None:
                 err = proc.stderr.read() if proc.stderr else b""
                 raise AssertionError(f"strace exited: {err!r}")
             for pid in pids:
-                status = Path(f"/proc/{pid}/status").read_text()
-                tracer = [ln for ln in status.splitlines() if ln.startswith("TracerPid:")]
-                if not tracer or tracer[0].split()[1] == "0":
-                    return False
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+                    if "TracerPid:\t0" in status:
+                        return False
             return True
 
         wait_until(attached, 15, "strace to attach")
@@ -89,12 +91,19 @@ def inject(pids: list[int], syscall: str, error: str, when: str = "1") -> Iterat
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(10)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
         with contextlib.suppress(FileNotFoundError):
             log.unlink()
+
+
+@contextlib.contextmanager
+def inject(pids: list[int], syscall: str, error: str, when: str = "1") -> Iterator[Path]:
+    """Fail ``syscall`` with ``error`` in ``pids`` while the block runs; yields strace's log."""
+    with trace(pids, f"trace={syscall}", f"inject={syscall}:error={error}:when={when}") as log:
+        yield log
 
 
 def injected(log: Path) -> int:

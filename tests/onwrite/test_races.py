@@ -5,52 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import filetwin
+from tests.faults.strace import trace
 from tests.helpers import Daemon, wait_until
 
 BLOCK = 4096
 
 
-@contextlib.contextmanager
-def strace(pid: int, *expr: str) -> Iterator[Path]:
+def strace(pid: int, *expr: str) -> contextlib.AbstractContextManager[Path]:
     """Run ``strace -f -p PID -e EXPR...`` on a running daemon (all its threads)."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    log = Path(f"/tmp/filetwin-onwrite-strace-{os.getpid()}-{pid}.log")
-    args = ["strace", "-qq", "-f", "-o", str(log)]
-    for e in expr:
-        args += ["-e", e]
-    proc = subprocess.Popen([*args, "-p", str(pid)], stderr=subprocess.PIPE)
-
-    def attached() -> bool:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
-        tids = os.listdir(f"/proc/{pid}/task")
-        for tid in tids:
-            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-            if "TracerPid:\t0" in status:
-                return False
-        return True
-
-    try:
-        wait_until(attached, 15, "strace to attach")
-        yield log
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        with contextlib.suppress(FileNotFoundError):
-            log.unlink()
+    return trace([pid], *expr)
 
 
 def restored(daemon: Daemon, f: Path, **how: str) -> bytes:

@@ -2,7 +2,7 @@
 handles of one protected file share (``Shared``: their overlay of writes).
 
 A heal rebuilds a file from its last version; the writes the programs made
-through their open handles since (up to OVERLAY_MAX) are kept here and
+through their open handles since (an ``Overlay``, bounded) are kept here and
 re-applied to the healed file, so that no acknowledged write is rolled back.
 """
 
@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..client import WriteStream
+from ..overlay import Overlay
 
-#: the writes kept per open file to re-apply after a heal; past this, a heal
-#: that would roll them back fails the call with EIO instead (the application is told)
-OVERLAY_MAX = 64 << 20
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
@@ -32,31 +30,10 @@ class Shared:
     lock: threading.RLock = field(default_factory=threading.RLock)
     #: serialises heals of the file (FUSE threads may meet the same EIO at once)
     heal_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: (offset, data) of each write, (length, None) of each truncate, in order
-    ops: list[tuple[int, bytes | None]] = field(default_factory=list)
-    size: int = 0
-    #: more than OVERLAY_MAX written: what was written cannot be re-applied
-    overflowed: bool = False
+    #: the writes and truncates made through the handles, in order; past its
+    #: bound a heal that would roll them back fails the call with EIO instead
+    overlay: Overlay = field(default_factory=Overlay)
     opens: int = 0
-
-    def add(self, offset: int, data: bytes | None) -> None:
-        if self.overflowed:
-            return
-        self.size += len(data or b"")
-        if self.size > OVERLAY_MAX:
-            self.overflowed = True
-            self.ops.clear()
-            return
-        self.ops.append((offset, data))
-
-    def apply(self, fd: int) -> None:
-        for offset, data in self.ops:
-            if data is None:
-                os.ftruncate(fd, offset)
-                continue
-            done = 0
-            while done < len(data):
-                done += os.pwrite(fd, data[done:], offset + done)
 
 
 @dataclass

@@ -281,20 +281,24 @@ class Interceptor(mfusepy.Operations):
             for x in handles:
                 x.retired.append(x.fd)
                 x.fd = self.src.open_file(x.rel, x.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
-            if s is not None and s.ops and not s.overflowed:
+            if s is not None and s.overlay.changes and s.overlay.complete:
                 fd = self.src.open_file(h.rel, os.O_WRONLY)
                 try:
-                    s.apply(fd)
+                    s.overlay.apply(fd)
                 finally:
                     os.close(fd)
-                log.info("%d write(s) to %s re-applied after its heal", len(s.ops), h.real)
+                log.info(
+                    "%d change(s) to %s re-applied after its heal",
+                    len(s.overlay.changes),
+                    h.real,
+                )
 
     @staticmethod
     def _restorable(h: Handle) -> bool:
         """True if no write made through ``h``'s file was lost by its heal."""
         if h.shared is None:
             return not h.wrote
-        return not h.shared.overflowed
+        return h.shared.overlay.complete
 
     def _request_heal(self, h: Handle, err: OSError) -> bool:
         try:
@@ -339,7 +343,7 @@ class Interceptor(mfusepy.Operations):
                     log.warning("cannot journal writes to %s: %s", real, e)
             if flags & os.O_TRUNC and h.size_at_open == 0:
                 self._journal(h, "truncate", 0)
-                h.shared.add(0, None)
+                h.shared.overlay.add_truncate(0)
         with self._lock:
             self._handles[fd] = h
         return fd
@@ -391,7 +395,7 @@ class Interceptor(mfusepy.Operations):
                     n = os.pwrite(h.fd, data, offset)
             h.wrote = True
             if h.shared is not None:
-                h.shared.add(offset, data[:n])
+                h.shared.overlay.add_write(offset, data[:n])
             return n
 
     def _write_in_place(self, h: Handle, data: bytes, offset: int) -> int:
@@ -412,7 +416,7 @@ class Interceptor(mfusepy.Operations):
                 os.ftruncate(h.fd, length)
                 h.wrote = True
                 if h.shared is not None:
-                    h.shared.add(length, None)
+                    h.shared.overlay.add_truncate(length)
             return 0
         if path is None:
             raise mfusepy.FuseOSError(errno.EBADF)
@@ -421,7 +425,7 @@ class Interceptor(mfusepy.Operations):
             shared = self._shared.get(real)
         if shared is not None:
             with shared.lock:
-                shared.add(length, None)
+                shared.overlay.add_truncate(length)
         entry = self._entry(real)
         if entry is not None and entry["backup_mode"] == "on-write" and not self._from_daemon():
             try:

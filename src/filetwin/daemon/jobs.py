@@ -322,6 +322,7 @@ class JobRunner:
             self._arm_flush()
 
     def _arm_flush(self) -> None:
+        """Write the deferred job ends in a second, and again until the table takes them."""
         if self._flusher is not None:
             return
         try:
@@ -349,16 +350,3 @@ class JobRunner:
         if not pending:
             return {}
         return {"job_kind": None, "worker_pid": None, "job_started_at": None, **pending}
-
-    def flush_deferred(self) -> None:
-        """Try the deferred job ends now (at stop)."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        for path in list(self._deferred):
-            fields = self._deferred.pop(path)
-            try:
-                if self.table.get(path) is not None:
-                    self.table.end_job(path, **fields)
-            except StateError as e:
-                log.error("job end of %s lost: %s", path, e)
