@@ -83,10 +83,6 @@ class Engine:
         )
         #: one lock per entry, held by each of its jobs (backup, capture, heal, checkpoint)
         self._locks: dict[str, asyncio.Lock] = {}
-        #: per entry, the hash an in-place restore writes (None: not in place, or
-        #: failed), resolved when the restore ends, until a backup reads the file:
-        #: that content is the restore's, not corruption (see restore)
-        self._restored: dict[str, asyncio.Future[str | None]] = {}
         self.onwrite = OnWrite(self)
         #: the daemon's supervisor of in-place mounts (filetwin mount --in-place)
         self.mounts = Mounts(
@@ -527,14 +523,7 @@ class Engine:
                     held: bool | None = await asyncio.to_thread(open_for_writing, path)
                     if held:
                         raise Abandon(None)
-                # The restore's own content under the mtime and size of the version
-                # it kept aside (it replaced a silently corrupted file) is no sign of
-                # corruption: it is the newest good state.
-                restoring = self._restored.pop(path, None)
-                # The restore's rename can start this job before the restore's end
-                # reaches us: wait for it (the future is always resolved).
-                restored = restoring is not None and await restoring == manifest.hash
-                if answer.get("suspect") and cause in ("close", "manual") and not restored:
+                if answer.get("suspect") and cause in ("close", "manual"):
                     self.corrupt(
                         path,
                         row,
@@ -620,14 +609,7 @@ class Engine:
                 "journal_dir": str(self.onwrite.journals.directory(path)),
             },
         )
-        restoring = self._restored[path] = asyncio.get_running_loop().create_future()
-        written: str | None = None
-        try:
-            result = await self.jobs.run(job, result_of)
-            if result["target"] == path or result["kept_version"]:
-                written = result.get("hash")
-        finally:
-            restoring.set_result(written)
+        result = await self.jobs.run(job, result_of)
         kept = ""
         if result["kept_version"]:
             # The worker stored the replaced content as a version: count it.

@@ -113,13 +113,12 @@ class Job:
     work: dict[str, Any]
     timeout_s: float
     retries: int = 0
-    #: shown in messages: "backup of /x"
-    what: str = ""
     #: whether the gate is held shared (jobs that store or read chunks)
     gated: bool = True
 
     def describe(self) -> str:
-        return self.what or f"{NOUN.get(self.kind, self.kind)} of {self.path}"
+        """What the job is called in messages: "backup of /x"."""
+        return f"{NOUN.get(self.kind, self.kind)} of {self.path}"
 
     @classmethod
     def for_entry(

@@ -120,8 +120,10 @@ def _suspect(repo: Repository, manifest: Manifest) -> bool:
     return (
         prev is not None
         # A checkpoint holds the journal's state under the live file's mtime, not
-        # bytes read from the file: a difference from it is no sign of corruption.
-        and prev.cause != "checkpoint"
+        # bytes read from the file; a restore version holds what a restore in
+        # place replaced (maybe the corruption itself), with its size and mtime:
+        # a difference from either is no sign of corruption.
+        and prev.cause not in ("checkpoint", "restore")
         and prev.hash != manifest.hash
         and prev.size == manifest.size
         and prev.mtime_ns == manifest.mtime_ns
