@@ -108,6 +108,23 @@ def test_bad_toml_is_usage_error(tmp_path: Path, text: str) -> None:
         ("[testing]\nstall = 1\n", r"line 2: unknown setting '\[testing\] stall'"),
         ("[dashbord]\nport = 1\n", r"line 1: unknown setting 'dashbord'"),
         ('workers = 2\n"on_evnt" = "x"\n', r"line 2: unknown setting 'on_evnt'"),
+        ('encryption = "aes"\n', "encryption must be one of none, repokey, keyfile, not 'aes'"),
+        ("[dashboard]\nport = 0\n", r"\[dashboard\] port must be an integer >= 1, not 0 \(line 2"),
+        ("[dashboard]\nenabled = 1\n", r"\[dashboard\] enabled must be true or false"),
+        (
+            '[[protect]]\npath = "/a"\n[[protect]]\npath = "/b"\nkeep = "x"\n',
+            r"\[protect\] keep must be an integer, not 'x' \(line 5\)",
+        ),
+        (
+            '[[protect]]\npath = "/a"\n\n[[protect]]\nbackup = "on-write"\n',
+            r"line 4: \[\[protect\]\] needs 'path'",
+        ),
+        (
+            '[[replica]]\nlocation = "/r"\nfoo = 1\n',
+            r"line 3: unknown setting '\[replica\] foo' \(known: location, name,",
+        ),
+        ('[[replica]]\nname = "x"\n', r"line 1: \[\[replica\]\] needs 'location'"),
+        ("protect = 3\n", r"config setting protect must be an array of tables"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -217,3 +234,18 @@ def test_the_configuration_page_is_generated_from_the_settings() -> None:
 
     page = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     assert page.read_text() == render_settings_doc()
+
+
+def test_tables_are_read_in_order(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[dashboard]\nenabled = true\nport = 9000\n'
+        '[[replica]]\nlocation = "s3://b/p"\nname = "off"\n'
+        '[[protect]]\npath = "/a/*.db"\nbackup = "on-write"\n[[protect]]\npath = "/b"\n'
+    )
+    cfg = Config.load(tmp_path / "state", f)
+    assert cfg.dashboard.enabled and cfg.dashboard.port == 9000
+    assert [(r.name, r.location) for r in cfg.replicas] == [("off", "s3://b/p")]
+    assert [(p.path, p.backup) for p in cfg.protect] == [("/a/*.db", "on-write"), ("/b", None)]
+    bare = Config(state_dir=tmp_path / "state")
+    assert not bare.dashboard.enabled and bare.replicas == () and bare.protect == ()

@@ -21,7 +21,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_type_hints
 
 import msgspec
 
@@ -30,6 +30,7 @@ from .errors import PermissionDenied, UsageError
 SOCKET_NAME = "filetwin.sock"
 TABLE_NAME = "table.sqlite"
 CONFIG_NAME = "filetwin.toml"
+ENCRYPTION_MODES = ("none", "repokey", "keyfile")
 
 #: every setting of the config file: (name, type, default, what it does). The
 #: one declaration from which the file's schema, the [testing] table's, Config's
@@ -77,7 +78,81 @@ SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("gc_delay_s", float, 5.0, "unreferenced chunks are collected this long after retention"),
     ("scrub_interval_s", float, 0.0, "verify every entry this often; 0: never"),
     ("on_event", str, "", "a shell command run for every event, given the event as JSON"),
+    (
+        "encryption",
+        str,
+        "none",
+        "how a NEW repository is created: none, repokey or keyfile (see `filetwin init`)",
+    ),
 )
+
+def _about(text: str) -> Any:
+    return msgspec.Meta(description=text)
+
+
+class DashboardSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[dashboard]``: the web dashboard, served on 127.0.0.1 only, behind a token."""
+
+    enabled: Annotated[bool, _about("serve the dashboard")] = False
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535), _about("its TCP port on 127.0.0.1")] = 8417
+
+
+class ReplicaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[[replica]]``: a further copy of the repository (S3 or another disk) that
+    receives every version and journal record asynchronously."""
+
+    location: Annotated[str, _about("`s3://bucket/prefix` or a local path on another disk")]
+    name: Annotated[str, _about("how commands and status name it (default: its location)")] = ""
+    endpoint: Annotated[str, _about("S3 endpoint URL (default: from the AWS environment)")] = ""
+    region: Annotated[str, _about("S3 region (default: from the AWS environment)")] = ""
+    lag_alert_s: Annotated[
+        float, _about("an event fires when the replica trails by more than this many seconds")
+    ] = 60.0
+
+
+class ProtectSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[[protect]]``: files named in the config (a path or a glob) with their policy;
+    reconciled at start and on ``filetwin reload``. An absent field takes the
+    same default as ``filetwin add``."""
+
+    path: Annotated[str, _about("an absolute path or a glob (`*`, `?`, `[...]`, `**`)")]
+    backup: Annotated[str | None, _about("on-close or on-write")] = None
+    recovery: Annotated[str | None, _about("auto, manual or notify")] = None
+    retries: Annotated[int | None, _about("retries of a failed job")] = None
+    timeout: Annotated[float | None, _about("a job's deadline in seconds")] = None
+    keep: Annotated[int | None, _about("versions kept")] = None
+    sync: Annotated[str | None, _about("on-write durability: always or batch")] = None
+
+
+#: the tables of the config file: (name, an array of tables?, its schema)
+TABLES: tuple[tuple[str, bool, type[msgspec.Struct]], ...] = (
+    ("dashboard", False, DashboardSettings),
+    ("replica", True, ReplicaSettings),
+    ("protect", True, ProtectSettings),
+)
+
+
+def _table_rows(schema: type[msgspec.Struct]) -> list[str]:
+    """A markdown table of a table schema's keys (type, default, meaning)."""
+    hints = get_type_hints(schema, include_extras=True)
+    rows = ["| key | type | default | what it does |", "| --- | --- | --- | --- |"]
+    for field in msgspec.structs.fields(schema):
+        hint = hints[field.name]
+        args = get_args(hint)
+        base, metas = (args[0], args[1:]) if args else (hint, ())
+        text = " ".join(m.description for m in metas if getattr(m, "description", None))
+        if field.required:
+            default = "required"
+        elif field.default is None:
+            default = "as `add`"
+        else:
+            value = field.default
+            default = "`" + (f'"{value}"' if isinstance(value, str) else repr(value)) + "`"
+        typ = " or ".join(
+            t.__name__ for t in (get_args(base) or (base,)) if t is not type(None)
+        )
+        rows.append(f"| `{field.name}` | {typ} | {default} | {text} |")
+    return rows
 
 
 def render_settings_doc() -> str:
@@ -114,6 +189,31 @@ def render_settings_doc() -> str:
         "```",
         "",
     ]
+    for name, many, schema in TABLES:
+        header = f"[[{name}]]" if many else f"[{name}]"
+        doc = " ".join((schema.__doc__ or "").split())
+        lines += [f"## `{header}`", "", doc, ""]
+        lines += _table_rows(schema)
+        lines.append("")
+    lines += [
+        "Example:",
+        "",
+        "```toml",
+        "[dashboard]",
+        "enabled = true",
+        "",
+        "[[replica]]",
+        'name = "offsite"',
+        'location = "s3://backups/filetwin"',
+        'endpoint = "http://127.0.0.1:8333"',
+        "",
+        "[[protect]]",
+        'path = "/srv/app/*.db"',
+        'backup = "on-write"',
+        'recovery = "auto"',
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -128,12 +228,23 @@ _Testing = msgspec.defstruct(
 _File = msgspec.defstruct(
     "ConfigFile",
     [(name, typ | None, None) for name, typ, _, _ in SETTINGS]
-    + [("state_dir", str | None, None), ("testing", _Testing | None, None)],
+    + [("state_dir", str | None, None), ("testing", _Testing | None, None)]
+    + [
+        (name, (list[schema] if many else schema) | None, None)  # type: ignore[valid-type]
+        for name, many, schema in TABLES
+    ],
     kw_only=True,
     forbid_unknown_fields=True,
 )
 
-_WANTED = {"int": "an integer", "float": "a number", "str": "a string", "object": "a table"}
+_WANTED = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "object": "a table",
+    "array": "an array of tables",
+}
 
 
 def default_state_dir() -> Path:
@@ -156,51 +267,94 @@ def default_config_file() -> Path:
     return Path(xdg) / "filetwin" / CONFIG_NAME
 
 
-def _line_of(text: str, key: str, table: str | None) -> int | None:
-    """The line number of ``key = ...`` (or ``[key]``) in ``text``, inside
-    ``[table]`` when given; tomllib reports no positions, so the text is scanned."""
+def _line_of(text: str, key: str, table: str | None, index: int | None = None) -> int | None:
+    """The line number of ``key = ...`` (or the header ``[key]``) in ``text``,
+    inside ``[table]`` (the ``index``-th ``[[table]]`` of an array of tables)
+    when given; tomllib reports no positions, so the text is scanned."""
     current: str | None = None
+    seen: dict[str, int] = {}
     key_re = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
     for number, line in enumerate(text.splitlines(), 1):
         header = re.match(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?", line)
         if header:
             current = header.group(1).strip("\"'")
+            seen[current] = seen.get(current, -1) + 1
             if table is None and current == key:
                 return number
             continue
-        if current == table and key_re.match(line):
+        here = current == table and (index is None or seen.get(table or "") == index)
+        if here and key_re.match(line):
             return number
+    if table is not None and index is not None:
+        # a missing key: name the table's own header line
+        count = -1
+        for number, line in enumerate(text.splitlines(), 1):
+            if re.match(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]", line):
+                count += 1
+                if count == index:
+                    return number
     return None
+
+
+def _where(message: str) -> tuple[list[str], int | None]:
+    """The keys of msgspec's `` - at `$.a[3].b` `` suffix, and the array index in it."""
+    where = re.search(r" - at `\$((?:\.\w+|\[\d+\])*)`$", message)
+    if not where:
+        return [], None
+    keys: list[str] = []
+    index: int | None = None
+    for name, number in re.findall(r"\.(\w+)|\[(\d+)\]", where.group(1)):
+        if name:
+            keys.append(name)
+        else:
+            index = int(number)
+    return keys, index
 
 
 def _schema_error(path: Path, text: str, values: dict[str, Any], e: Exception) -> UsageError:
     """msgspec's ValidationError as a message naming the key, its line and the fix."""
     message = str(e)
-    where = re.search(r" - at `\$((?:\.\w+)*)`$", message)
-    keys = where.group(1).lstrip(".").split(".") if where and where.group(1) else []
+    keys, index = _where(message)
+    table = keys[0] if len(keys) > 1 or (keys and index is not None) else None
+    schemas = {name: schema for name, _, schema in TABLES}
     unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
     if unknown:
         table = keys[-1] if keys else None
         key = unknown.group(1)
-        line = _line_of(text, key, table)
+        line = _line_of(text, key, table, index)
         at = f", line {line}" if line else ""
         name = f"[{table}] {key}" if table else key
-        return UsageError(
-            f"config file {path}{at}: unknown setting {name!r} "
-            f"(known: {', '.join(n for n, _, _, _ in SETTINGS)})"
+        known = (
+            [f.name for f in msgspec.structs.fields(schemas[table])]
+            if table in schemas
+            else [n for n, _, _, _ in SETTINGS] + [n for n, _, _ in TABLES]
         )
-    expected = re.match(r"Expected `([^`]+)`, got `([^`]+)`", message)
+        return UsageError(
+            f"config file {path}{at}: unknown setting {name!r} (known: {', '.join(known)})"
+        )
+    missing = re.match(r"Object missing required field `([^`]+)`", message)
+    if missing and keys:
+        line = _line_of(text, missing.group(1), keys[0], index) if keys[0] else None
+        at = f", line {line}" if line else ""
+        return UsageError(
+            f"config file {path}{at}: [[{keys[0]}]] needs {missing.group(1)!r}"
+        )
+    expected = re.match(r"Expected `([^`]+)`(?:, got `[^`]+`)?( [<>]=? -?[\d.]+)?", message)
     if expected and keys:
         value: Any = values
         for k in keys:
+            if isinstance(value, list) and index is not None:
+                value = value[index] if index < len(value) else None
             value = value.get(k) if isinstance(value, dict) else None
         wanted = expected.group(1).split(" | ")[0]
-        line = _line_of(text, keys[-1], keys[-2] if len(keys) > 1 else None)
+        wanted = _WANTED.get(wanted, wanted) + (expected.group(2) or "")
+        line = _line_of(text, keys[-1], table, index)
         at = f" (line {line})" if line else ""
         if keys == ["testing"]:
             return UsageError(f"[testing] in the config file must be a table, not {value!r}{at}")
+        name = f"[{table}] {keys[-1]}" if table in schemas else keys[-1]
         return UsageError(
-            f"config setting {keys[-1]} must be {_WANTED.get(wanted, wanted)}, "
+            f"config setting {name} must be {wanted}, "
             f"not {value!r}{at} in {path}"
         )
     return UsageError(f"config file {path}: {message}")
@@ -241,8 +395,17 @@ class Config:
     scrub_interval_s: float = 0.0
     #: a shell command run for every event, given the event as JSON on stdin
     on_event: str = ""
+    #: how a new repository is created (none, repokey, keyfile); an existing one
+    #: keeps the mode it was created with
+    encryption: str = "none"
     #: the config file these settings were read from (None: defaults only)
     config_file: Path | None = None
+    #: ``[dashboard]``
+    dashboard: DashboardSettings = DashboardSettings()
+    #: ``[[replica]]`` tables, in the file's order
+    replicas: tuple[ReplicaSettings, ...] = ()
+    #: ``[[protect]]`` tables, in the file's order
+    protect: tuple[ProtectSettings, ...] = ()
 
     @property
     def socket_path(self) -> Path:
@@ -307,6 +470,10 @@ class Config:
         kwargs: dict[str, Any] = {}
         if read is not None:
             kwargs = {n: v for n, v in msgspec.structs.asdict(decoded).items() if v is not None}
+            if "replica" in kwargs:
+                kwargs["replicas"] = tuple(kwargs.pop("replica"))
+            if "protect" in kwargs:
+                kwargs["protect"] = tuple(kwargs["protect"])
             testing = kwargs.pop("testing", None)
             if testing is not None:
                 kwargs.update(
@@ -320,6 +487,11 @@ class Config:
         return cfg
 
     def validate(self) -> None:
+        if self.encryption not in ENCRYPTION_MODES:
+            raise UsageError(
+                f"encryption must be one of {', '.join(ENCRYPTION_MODES)}, "
+                f"not {self.encryption!r}"
+            )
         if self.workers < 1 or self.workers > 64:
             raise UsageError(f"workers must be between 1 and 64, not {self.workers}")
         if self.coalesce_ms < 0 or self.coalesce_ms > 50:
