@@ -34,7 +34,8 @@ def raw_request(
     body: bytes | str | None = None,
     timeout: float = 60.0,
 ) -> tuple[int, Any]:
-    """Send one request; return (status, JSON body). A body that is not JSON fails."""
+    """Send one request; return (status, JSON body). A body that is not JSON fails,
+    but for a success declared text/plain (``GET /metrics``), returned as text."""
     conn = _Conn(sock_path, timeout)
     try:
         data = body.encode() if isinstance(body, str) else body
@@ -49,6 +50,8 @@ def raw_request(
         raw = response.read()
     finally:
         conn.close()
+    if response.status == 200 and response.getheader("Content-Type", "").startswith("text/plain"):
+        return response.status, raw.decode()  # /metrics: Prometheus text, declared so
     try:
         parsed = json.loads(raw)
     except ValueError as e:

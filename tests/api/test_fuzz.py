@@ -5,8 +5,10 @@ bodies built from the route's schema (declared fields with values of every
 JSON type, the entries' real paths, hostile strings) plus unknown fields,
 raw bytes that are no JSON, and query strings with declared and unknown
 parameters. Against a real daemon over its Unix socket, every answer must be
-JSON, never a 5xx, always the error shape on 4xx; afterwards the daemon is
-up, ``/health`` answers and its log holds no traceback.
+JSON (``/metrics``: Prometheus text, as declared), never a 5xx, always the
+error shape on 4xx and the route's declared answer shape (filetwin.shapes)
+on success; afterwards the daemon is up, ``/health`` answers and its log
+holds no traceback.
 
 ``FILETWIN_FUZZ_EXAMPLES`` sets the number of requests (default 250, about
 20 s; a long run: ``FILETWIN_FUZZ_EXAMPLES=20000``).
@@ -23,10 +25,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from filetwin import shapes
 from filetwin.daemon.openapi import OPENAPI
 from tests.api.rawhttp import ERROR_KEYS, raw_request
 from tests.helpers import Daemon
@@ -148,6 +152,8 @@ def field_value(draw: st.DrawFn, w: World, name: str, schema: dict[str, Any]) ->
         inside = st.builds(lambda n: str(w.dest / n), st.sampled_from(["a", "b", "c.txt"]))
         return draw(st.one_of(inside, st.sampled_from(["rel/x", "", "/a\0b", 3, None])))
     plausible: st.SearchStrategy[Any]
+    # An optional field is anyOf [its schema, null]: draw from its schema.
+    schema = next((s for s in schema.get("anyOf", ()) if s.get("type") != "null"), schema)
     if name == "data":
         plausible = st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode())
     elif name == "at":
@@ -216,11 +222,18 @@ def request_for(draw: st.DrawFn, w: World) -> tuple[str, str, bytes | None]:
 
 
 def check_answer(method: str, url: str, body: bytes | None, status: int, answer: Any) -> None:
+    """Never a 5xx; errors in the error shape; a success in the shape its route declares."""
     what = f"{method} {url[:200]} {body[:300] if body else b''!r}"
     assert status < 500, f"{what} -> {status} {answer}"
     if status >= 400:
         assert isinstance(answer, dict) and set(answer) == ERROR_KEYS, f"{what} -> {answer}"
         assert answer["error"] and isinstance(answer["exit_code"], int), f"{what} -> {answer}"
+        return
+    declared = shapes.route(method, url.split("?", 1)[0])
+    try:
+        msgspec.convert(answer, declared.answer, strict=True)
+    except msgspec.ValidationError as e:
+        raise AssertionError(f"{what} -> {str(answer)[:500]}: not {declared.answer}: {e}") from e
 
 
 def test_fuzz_every_route(world: World) -> None:

@@ -25,20 +25,24 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sqlite3
 import struct
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .. import shapes
 from ..errors import FiletwinError, NotFound, PermissionDenied, StateError, UsageError
 from ..policy import Policy
 from ..repo.journal_summary import journal_summary
+from ..shapes import INT_MAX, POLICY_KEYS, TEXT_MAX
 from ..table import as_json
 from ..timefmt import parse_time
 from .engine import Engine
@@ -53,21 +57,10 @@ from .openapi import OPENAPI
 log = logging.getLogger("filetwin.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-POLICY_KEYS = ("backup", "recovery", "retries", "timeout", "keep", "sync")
-#: integers on the wire are signed 64-bit: SQLite and the journal's records hold no more
-INT_MAX = (1 << 63) - 1
-#: query parameters each GET route knows; any other is refused (a typo must not be ignored)
-QUERY_KEYS: dict[str, tuple[str, ...]] = {
-    "/health": (),
-    "/openapi.json": (),
-    "/metrics": (),
-    "/status": ("path",),
-    "/history": ("path",),
-    "/journal": ("path",),
-    "/events": ("path", "after", "limit", "follow"),
+#: the query each GET route declares (shapes.ROUTES); any other parameter is refused
+QUERY_KINDS: dict[str, type[shapes.Query]] = {
+    r.path: r.query for r in shapes.ROUTES if r.method == "GET"
 }
-#: a text field's limit in UTF-8 bytes (mark names, reasons, versions, moments)
-TEXT_MAX = 4096
 INSUFFICIENT_STORAGE = 507
 
 
@@ -178,10 +171,16 @@ async def body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def _query_kind(path: str) -> type[shapes.Query]:
+    """The declared query of the GET route at ``path`` (none for any other)."""
+    return QUERY_KINDS.get(path, shapes.NoQuery)
+
+
 def query(request: web.Request) -> dict[str, str]:
     """The query string, bytes that are not UTF-8 kept as surrogate escapes.
 
-    Unknown parameters are refused; a parameter given twice keeps its first value.
+    Parameters the route does not declare (shapes.ROUTES) are refused; a
+    parameter given twice keeps its first value.
     """
     pairs = parse_qsl(
         request.rel_url.raw_query_string,
@@ -189,7 +188,7 @@ def query(request: web.Request) -> dict[str, str]:
         encoding="utf-8",
         errors="surrogateescape",
     )
-    allowed = QUERY_KEYS.get(request.path, ())
+    allowed = _query_kind(request.path).__struct_fields__
     out: dict[str, str] = {}
     for key, value in pairs:
         if key not in allowed:
@@ -197,6 +196,33 @@ def query(request: web.Request) -> dict[str, str]:
             raise UsageError(f"unknown query parameter {key[:100]!r}; expected {expected}")
         out.setdefault(key, value)
     return out
+
+
+Q = TypeVar("Q", bound=shapes.Query)
+B = TypeVar("B", bound=shapes.Body)
+
+
+def parse_query(request: web.Request, kind: type[Q]) -> Q:
+    """The query string checked against its declaration: integers are decimal digits."""
+    params: dict[str, Any] = dict(query(request))
+    for name in kind.__struct_fields__:
+        if name in params and _is_int_field(kind, name):
+            params[name] = query_int(params, name, None)
+    return convert(params, kind, "query parameter")
+
+
+def _is_int_field(kind: type[Any], name: str) -> bool:
+    info = next(f for f in msgspec.inspect.type_info(kind).fields if f.name == name)  # type: ignore[attr-defined]
+    return any(isinstance(t, msgspec.inspect.IntType) for t in _leaves(info.type))
+
+
+def _leaves(t: Any) -> list[Any]:
+    """The plain types a declared field's type is made of (Metadata and unions opened)."""
+    if isinstance(t, msgspec.inspect.Metadata):
+        return [t, *_leaves(t.type)]  # its hint before the rules it annotates
+    if isinstance(t, msgspec.inspect.UnionType):
+        return [leaf for member in t.types for leaf in _leaves(member)]
+    return [t]
 
 
 def no_unknown_fields(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -207,51 +233,96 @@ def no_unknown_fields(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
         raise UsageError(f"unknown field(s) {shown}; expected {', '.join(allowed)}")
 
 
-def field(
-    data: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True
-) -> Any:
+async def parse_body(request: web.Request, kind: type[B]) -> B:
+    """The body as its declared Struct (shapes.py); UsageError naming what is wrong.
+
+    JSON null stands for a field not given. Text fields are also checked to be
+    valid Unicode within TEXT_MAX UTF-8 bytes (they are stored).
+    """
+    data = await body(request)
+    no_unknown_fields(data, kind.__struct_fields__)
+    if isinstance(data.get("path"), str):
+        check_path(data["path"])  # the path's rules first: they name what is wrong with it
+    if kind in (shapes.AddBody, shapes.UpdateBody):
+        check_policy(data)
+    parsed = convert(data, kind, "field")
+    for name, value in data.items():
+        if isinstance(value, str) and _is_text_field(kind, name):
+            text_field(data, name)
+    return parsed
+
+
+def _is_text_field(kind: type[Any], name: str) -> bool:
+    info = next(f for f in msgspec.inspect.type_info(kind).fields if f.name == name)  # type: ignore[attr-defined]
+    return any(
+        isinstance(t, msgspec.inspect.StrType) and t.max_length == TEXT_MAX
+        for t in _leaves(info.type)
+    )
+
+
+_AT = re.compile(r" - at `\$(.*)`$")
+_STEPS = re.compile(r"\.(\w+)|\[(\d+)\]")
+
+
+def convert(data: dict[str, Any], kind: type[Any], where: str) -> Any:
+    """``data`` as ``kind``, or a UsageError naming the field and the declared rule."""
+    try:
+        return msgspec.convert(data, kind, strict=True)
+    except msgspec.ValidationError as e:
+        raise _refusal(str(e), data, kind, where) from None
+
+
+def _refusal(message: str, data: dict[str, Any], kind: type[Any], where: str) -> UsageError:
+    """msgspec's message as ours: ``missing field 'x'``, ``field 'x' has the wrong type``,
+    ``field 'x' must be an integer from 0 to 10``: the same words for every route."""
+    at = _AT.search(message)
+    core = message[: at.start()] if at else message
+    missing = re.match(r"Object missing required field `([^`]+)`", core)
+    if missing:
+        return UsageError(f"missing {where} {missing.group(1)!r}")
+    steps = _STEPS.findall(at.group(1)) if at else []
+    name = steps[0][0] if steps else ""
     value = data.get(name)
-    if value is None:
-        if required:
-            raise UsageError(f"missing field {name!r}")
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise UsageError(f"field {name!r} has the wrong type: {repr(value)[:200]}")
-    return value
+    if len(steps) > 1 and steps[1][1] and isinstance(value, list):
+        item = value[int(steps[1][1])]
+        if name == "paths":
+            check_path(item)  # the path rules' own message (not a path: 42)
+        return UsageError(f"{where} {name!r} holds a bad item: {repr(item)[:200]}")
+    shown = repr(value)[:200]
+    if re.match(r"Expected `[^`]+`, got `", core):
+        return UsageError(f"{where} {name!r} has the wrong type: {shown}")
+    info = next((f for f in msgspec.inspect.type_info(kind).fields if f.name == name), None)  # type: ignore[attr-defined]
+    leaves = _leaves(info.type) if info is not None else []
+    for leaf in leaves:
+        extra = getattr(leaf, "extra", None) or {}
+        if "hint" in extra:
+            return UsageError(f"{where} {name!r} is {shown}: {extra['hint']}")
+        if isinstance(leaf, msgspec.inspect.LiteralType):
+            values = ", ".join(str(v) for v in leaf.values)
+            return UsageError(f"{where} {name!r} must be one of {values}, not {shown}")
+        if isinstance(leaf, msgspec.inspect.IntType) and leaf.ge is not None:
+            top = "2**63-1" if leaf.le == INT_MAX else str(leaf.le)
+            return UsageError(f"{where} {name!r} must be an integer from {leaf.ge} to {top}")
+        if isinstance(leaf, msgspec.inspect.StrType) and leaf.max_length is not None:
+            return UsageError(
+                f"{where} {name!r} is longer than {leaf.max_length} characters"
+            )
+    return UsageError(f"{where} {name!r} is refused ({core}): {shown}")
 
 
-def int_field(data: dict[str, Any], name: str, required: bool = True) -> Any:
-    """A non-negative integer that fits in 64 bits (SQLite's and the journal's)."""
-    value = field(data, name, int, required)
-    if value is not None and not 0 <= value <= INT_MAX:
-        raise UsageError(f"field {name!r} must be an integer from 0 to 2**63-1")
-    return value
-
-
-def retries_field(data: dict[str, Any]) -> int:
-    """How many times a failed journal append is tried again (0..10, default 0)."""
-    value = field(data, "retries", int, required=False)
-    if value is None:
-        return 0
-    if not 0 <= value <= 10:
-        raise UsageError("field 'retries' must be an integer from 0 to 10")
-    return int(value)
-
-
-def text_field(data: dict[str, Any], name: str, required: bool = False) -> Any:
+def text_field(data: dict[str, Any], name: str) -> None:
     """A string of at most TEXT_MAX UTF-8 bytes (it is stored, so it must encode)."""
-    value = field(data, name, str, required)
-    if value is not None:
+    value = data.get(name)
+    if isinstance(value, str):
         try:
             size = len(value.encode("utf-8"))
         except UnicodeEncodeError:
             raise UsageError(f"field {name!r} is not valid Unicode text") from None
         if size > TEXT_MAX:
             raise UsageError(f"field {name!r} is {size} bytes; the limit is {TEXT_MAX}")
-    return value
 
 
-def query_int(params: dict[str, str], name: str, default: int | None) -> int | None:
+def query_int(params: dict[str, Any], name: str, default: int | None) -> int | None:
     raw = params.get(name)
     if raw is None:
         return default
@@ -261,12 +332,16 @@ def query_int(params: dict[str, str], name: str, default: int | None) -> int | N
     return int(text)
 
 
-def check_policy_values(data: dict[str, Any]) -> None:
-    """Numbers in a policy must be finite and fit in 64 bits before Policy sees them."""
+def check_policy(data: dict[str, Any]) -> None:
+    """A policy's values, checked by Policy (its messages) before the schema sees them.
+
+    Numbers must fit in 64 bits before Policy compares them.
+    """
     for key in ("retries", "keep", "timeout"):
         value = data.get(key)
         if isinstance(value, int) and abs(value) > INT_MAX:
             raise UsageError(f"field {key!r} is out of range")
+    Policy().updated({k: data.get(k) for k in POLICY_KEYS}).validated()
 
 
 class Api:
@@ -313,15 +388,10 @@ class Api:
             return os.path.normpath(raw)
 
     async def _query_path(self, request: web.Request) -> str:
-        raw = query(request).get("path")
-        if raw is None:
-            raise UsageError("missing query parameter 'path'")
-        return await self._path(raw)
+        return await self._path(parse_query(request, shapes.PathQuery).path)
 
-    async def _body_path(self, request: web.Request, allowed: tuple[str, ...] = ("path",)) -> str:
-        data = await body(request)
-        no_unknown_fields(data, allowed)
-        return await self._path(field(data, "path", str))
+    async def _body_path(self, request: web.Request) -> str:
+        return await self._path((await parse_body(request, shapes.PathBody)).path)
 
     async def health(self, request: web.Request) -> web.Response:
         query(request)
@@ -340,7 +410,7 @@ class Api:
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status(self, request: web.Request) -> web.Response:
-        raw = query(request).get("path")
+        raw = parse_query(request, shapes.OptionalPathQuery).path
         if raw is None:
             # Its own thread: the shared pool may be busy with the engine's work.
             loop = asyncio.get_running_loop()
@@ -349,25 +419,20 @@ class Api:
         return web.json_response(self.engine.status(await self._path(raw)))
 
     async def add(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("paths", *POLICY_KEYS))
-        paths = field(data, "paths", list)
-        check_policy_values(data)
+        data = await parse_body(request, shapes.AddBody)
         config = self.engine.config
         defaults = Policy(retries=config.default_retries, keep=config.default_keep)
-        policy = defaults.updated({k: data.get(k) for k in POLICY_KEYS}).validated()
+        policy = defaults.updated({k: getattr(data, k) for k in POLICY_KEYS}).validated()
         # Checked and resolved on a thread: lstat/realpath/open block on the disk.
-        resolved, notes = await asyncio.to_thread(resolve_new_paths, paths)
+        resolved, notes = await asyncio.to_thread(resolve_new_paths, data.paths)
         result = await self.engine.add(resolved, policy)
         result["messages"] = [*notes, *result.get("messages", [])]
         return web.json_response(result)
 
     async def update(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path", *POLICY_KEYS))
-        path = await self._path(field(data, "path", str))
-        check_policy_values(data)
-        changes = {k: data[k] for k in POLICY_KEYS if data.get(k) is not None}
+        data = await parse_body(request, shapes.UpdateBody)
+        path = await self._path(data.path)
+        changes = {k: getattr(data, k) for k in POLICY_KEYS if getattr(data, k) is not None}
         if not changes:
             raise UsageError("nothing to update: give at least one of " + ", ".join(POLICY_KEYS))
         return web.json_response(await self.engine.update(path, changes))
@@ -381,10 +446,9 @@ class Api:
         return web.json_response(await self.engine.change(path, "resume"))
 
     async def remove(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path", "purge"))
-        path = await self._path(field(data, "path", str))
-        purge = bool(field(data, "purge", bool, required=False))
+        data = await parse_body(request, shapes.RemoveBody)
+        path = await self._path(data.path)
+        purge = bool(data.purge)
         await self.engine.change(path, "delete", purge=int(purge))
         kept = "its history was deleted" if purge else "its history is kept"
         return web.json_response(
@@ -405,85 +469,64 @@ class Api:
         return web.json_response(manifest_json(manifest.to_json()))
 
     async def history(self, request: web.Request) -> web.Response:
-        raw = query(request).get("path")
-        if raw is None:
-            raise UsageError("missing query parameter 'path'")
-        path = await self._path_or_history(raw)
+        path = await self._path_or_history(parse_query(request, shapes.PathQuery).path)
         versions = await asyncio.to_thread(self.engine.repo.versions, path)
         if not versions and self.engine.table.get(path) is None:
             raise NotFound(f"{path} is not protected and has no history")
         return web.json_response([manifest_json(m.to_json()) for m in versions])
 
     async def restore(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path", "version", "at", "to"))
-        path = await self._path_or_history(field(data, "path", str))
-        to = field(data, "to", str, required=False)
-        if to is not None:
-            check_path(to, "destination")
-        at = data.get("at")
-        if at is not None:
-            if isinstance(at, bool) or not isinstance(at, str | int | float):
-                raise UsageError(f"field 'at' has the wrong type: {repr(at)[:200]}")
-            if isinstance(at, int | float):
-                parse_time(at)  # out of range or not finite: refused here, not in a worker
-            else:
-                text_field(data, "at")
-        version = text_field(data, "version")
-        if version is not None and (
-            len(version) < 4 or any(c not in "0123456789abcdef" for c in version.lower())
-        ):
-            # The repository's own rule, checked before a job starts for it.
-            raise UsageError(f"bad version id {version[:100]!r}: give at least 4 hex characters")
+        data = await parse_body(request, shapes.RestoreBody)
+        path = await self._path_or_history(data.path)
+        if data.to is not None:
+            check_path(data.to, "destination")
+        at = data.at
+        if isinstance(at, int | float):
+            parse_time(at)  # out of range or not finite: refused here, not in a worker
         result = await self.engine.restore(
             path,
-            version=version,
+            version=data.version,
             at=None if at is None else str(at),
-            to=to,
+            to=data.to,
         )
         return web.json_response(result)
 
     # on-write: report writes, closes and marks ------------------------------
     async def write(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path", "offset", "data", "retries"))
-        path = await self._path(field(data, "path", str))
-        offset = int_field(data, "offset")
+        data = await parse_body(request, shapes.WriteBody)
+        path = await self._path(data.path)
         try:
-            payload = base64.b64decode(field(data, "data", str), validate=True)
+            payload = base64.b64decode(data.data, validate=True)
         except (binascii.Error, ValueError) as e:
             raise UsageError(f"field 'data' is not base64: {e}") from e
-        if offset + len(payload) > INT_MAX:
+        if data.offset + len(payload) > INT_MAX:
             raise UsageError("the write ends past 2**63-1 bytes")
         seq = await self.engine.onwrite.record(
-            path, "write", offset, payload, retries=retries_field(data)
+            path, "write", data.offset, payload, retries=data.retries or 0
         )
         return web.json_response({"seq": seq})
 
     async def truncate(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path", "length", "retries"))
-        path = await self._path(field(data, "path", str))
+        data = await parse_body(request, shapes.TruncateBody)
+        path = await self._path(data.path)
         seq = await self.engine.onwrite.record(
-            path, "truncate", int_field(data, "length"), retries=retries_field(data)
+            path, "truncate", data.length, retries=data.retries or 0
         )
         return web.json_response({"seq": seq})
 
     async def close(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path", "ok", "retries"))
-        path = await self._path(field(data, "path", str))
-        ok = field(data, "ok", bool, required=False)
-        kind = "close-failed" if ok is False else "close-ok"
-        seq = await self.engine.onwrite.record(path, kind, retries=retries_field(data))
+        data = await parse_body(request, shapes.CloseBody)
+        path = await self._path(data.path)
+        kind = "close-failed" if data.ok is False else "close-ok"
+        seq = await self.engine.onwrite.record(path, kind, retries=data.retries or 0)
         return web.json_response({"seq": seq})
 
     async def mark(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path", "name", "retries"))
-        path = await self._path(field(data, "path", str))
-        name = text_field(data, "name", required=True)
-        seq = await self.engine.onwrite.record(path, "mark", name=name, retries=retries_field(data))
+        data = await parse_body(request, shapes.MarkBody)
+        path = await self._path(data.path)
+        seq = await self.engine.onwrite.record(
+            path, "mark", name=data.name, retries=data.retries or 0
+        )
         return web.json_response({"seq": seq})
 
     async def journal(self, request: web.Request) -> web.Response:
@@ -495,35 +538,24 @@ class Api:
 
     # healing -----------------------------------------------------------
     async def recover(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path", "reason", "trigger"))
-        path = await self._path(field(data, "path", str))
-        trigger = field(data, "trigger", str, required=False) or "notify"
-        if trigger not in ("notify", "auto"):
-            raise UsageError(f"trigger must be notify or auto, not {trigger[:100]!r}")
-        reason = text_field(data, "reason") or "an application asked"
+        data = await parse_body(request, shapes.RecoverBody)
+        path = await self._path(data.path)
+        trigger = data.trigger or "notify"
+        reason = data.reason or "an application asked"
         return web.json_response(await self.engine.healer.request(path, reason, trigger))
 
     async def verify(self, request: web.Request) -> web.Response:
-        data = await body(request)
-        no_unknown_fields(data, ("path",))
-        raw = field(data, "path", str, required=False)
-        path = await self._path(raw) if raw is not None else None
+        data = await parse_body(request, shapes.VerifyBody)
+        path = await self._path(data.path) if data.path is not None else None
         return web.json_response(await self.engine.healer.verify_all(path))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        params = query(request)
-        raw = params.get("path")
+        params = parse_query(request, shapes.EventsQuery)
         path = None
-        if raw:
-            path = await self._path_or_history(raw)  # a symlink's events are its target's
-        after = query_int(params, "after", 0)
-        assert after is not None
-        limit = query_int(params, "limit", None)
-        follow = params.get("follow", "")
-        if follow not in ("", "0", "false", "1", "true"):
-            raise UsageError(f"query parameter 'follow' must be 1 or 0, not {follow[:50]!r}")
-        if follow not in ("1", "true"):
+        if params.path:
+            path = await self._path_or_history(params.path)  # a symlink's events are its target's
+        after, limit = params.after, params.limit
+        if params.follow not in ("1", "true"):
             return web.json_response([as_json(e) for e in self.engine.events(path, after, limit)])
         # Follow: newline-delimited JSON, one event per line, until the client goes.
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
