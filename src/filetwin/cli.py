@@ -645,3 +645,6 @@ def _events_offline(path: str | None, limit: int | None) -> list[dict[str, Any]]
 
 for _command in (recover, verify, mount, status, service):
     main.add_command(_command)
+from .cli_dashboard import dashboard  # noqa: E402, I001 - registered last, in its own module
+
+main.add_command(dashboard)

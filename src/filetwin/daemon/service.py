@@ -31,6 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 from ..config import Config
 from ..errors import FiletwinError
 from .api import Api
+from .dashboard import start_dashboard
 from .engine import Engine
 from .sdnotify import Notifier
 from .stream import STREAM_NAME, start_stream_server
@@ -304,6 +305,7 @@ async def serve(config: Config) -> None:
     stream_path = str(config.state_dir / STREAM_NAME)
     stream = await start_stream_server(engine, stream_path)
     await site.start()
+    dashboard = await start_dashboard(engine, config)  # None unless [dashboard] enabled
     log.info(
         "filetwin daemon %d ready on %s (repository %s; open files limit %d, "
         "at most %d API connections)",
@@ -336,6 +338,8 @@ async def serve(config: Config) -> None:
     stream.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(stream_path)
+    if dashboard is not None:
+        await dashboard.stop()
     await site.stop()
     await engine.stop()
     await runner.cleanup()
