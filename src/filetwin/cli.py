@@ -44,6 +44,7 @@ from .cli_progress import (
     run_polling,
     wanted,
 )
+from .cli_retention import retention_options
 from .cli_service import service
 from .cli_status import status
 from .client import Client
@@ -61,6 +62,7 @@ def policy_options(f: F) -> F:
         "durable within 100 ms) or always (each record is fdatasynced "
         "before it is acknowledged).",
     )(f)
+    f = retention_options(f)
     f = click.option(
         "--keep",
         type=click.IntRange(1, 100_000),
@@ -151,6 +153,7 @@ def add(
     keep: int | None,
     sync: str | None,
     as_json: bool,
+    **retention: int | None,
 ) -> None:
     """Protect files: register them, take their first version, start watching.
 
@@ -168,6 +171,7 @@ def add(
             timeout=timeout,
             keep=keep,
             sync=sync,
+            **retention,
         )
         return result
 
@@ -257,6 +261,7 @@ def update(
     keep: int | None,
     sync: str | None,
     as_json: bool,
+    **retention: int | None,
 ) -> None:
     """Change an entry's policy; the change takes effect at once."""
     changes = {
@@ -268,12 +273,14 @@ def update(
             timeout=timeout,
             keep=keep,
             sync=sync,
+            **retention,
         ).items()
         if v is not None
     }
     if not changes:
         raise UsageError(
-            "nothing to update: give --backup, --recovery, --retries, --timeout or --keep"
+            "nothing to update: give --backup, --recovery, --retries, --timeout, --sync, "
+            "--keep or a --keep-within/-hourly/-daily/-weekly/-monthly rule"
         )
     result = ctx_obj().client(SHORT_WAIT).update(path, **changes)
     _print_change(result, as_json)

@@ -15,11 +15,17 @@ import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import quote
 
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError, error_from
+from .shapes import (
+    Healed,
+    Health,
+    Seq,
+    Version,
+)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -117,6 +123,11 @@ class Client:
         )
 
     def request(self, method: str, url: str, payload: dict[str, Any] | None = None) -> Any:
+        """Send one request to the API (docs/api.md) and return its decoded JSON answer.
+
+        An error answer raises the exception class it names, with its message;
+        DaemonUnavailable when no daemon answers within ``timeout``.
+        """
         conn, response = self._open(method, url, payload)
         try:
             raw = response.read()
@@ -145,20 +156,41 @@ class Client:
         return self.request("GET", url + ("?" + query_string(params) if params else ""))
 
     # the API -----------------------------------------------------------
-    def ping(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._get("/health")
+    # Every method below raises, besides what it names: DaemonUnavailable (no
+    # daemon, or no answer within ``timeout``), UsageError (bad input: the
+    # daemon's message names it) and FiletwinError subclasses the daemon
+    # reports (JobFailed, RepositoryError, StateError, ...), each with the
+    # daemon's message. Paths may be str, bytes or os.PathLike, relative to the
+    # current directory; "not protected" is NotFound from every method.
+
+    def ping(self) -> Health:
+        """The daemon's health: ``{"ok": True, "pid", "state_dir"}``."""
+        result: Health = self._get("/health")
         return result
 
     def add(
         self,
-        *paths: str | os.PathLike[str],
+        *paths: str | os.PathLike[str] | bytes,
         backup: str | None = None,
         recovery: str | None = None,
         retries: int | None = None,
         timeout: float | None = None,
         keep: int | None = None,
         sync: str | None = None,
+        keep_within: str | int | None = None,
+        keep_hourly: int | None = None,
+        keep_daily: int | None = None,
+        keep_weekly: int | None = None,
+        keep_monthly: int | None = None,
     ) -> dict[str, Any]:
+        """Protect ``paths``, all or none; returns once every first version is stored.
+
+        Options left None take the daemon's defaults (on-close, manual, its
+        configured retries and keep). Returns ``{"entries", "messages",
+        "failures"}``, the entries as in ``status``. Raises Conflict if a path is
+        already protected, UsageError if one cannot be protected (not a regular
+        file, a symlink's loop, a bad option): nothing is added then.
+        """
         result: dict[str, Any] = self.request(
             "POST",
             "/add",
@@ -170,43 +202,91 @@ class Client:
                 "timeout": timeout,
                 "keep": keep,
                 "sync": sync,
+                # time-based retention beside keep: a duration (7d) or seconds; counts.
+                # Sent only when given, so a daemon without these rules still adds.
+                **{
+                    k: v
+                    for k, v in (
+                        ("keep_within", keep_within),
+                        ("keep_hourly", keep_hourly),
+                        ("keep_daily", keep_daily),
+                        ("keep_weekly", keep_weekly),
+                        ("keep_monthly", keep_monthly),
+                    )
+                    if v is not None
+                },
             },
         )
         return result
 
-    def update(self, path: str | os.PathLike[str], **policy: Any) -> dict[str, Any]:
+    def update(self, path: str | os.PathLike[str] | bytes, **policy: Any) -> dict[str, Any]:
+        """Change an entry's policy (``backup``, ``recovery``, ``retries``, ``timeout``,
+        ``keep``, ``sync``); it takes effect at once.
+
+        Returns ``{"entry", "message"}``. NotFound if ``path`` is not protected;
+        UsageError for an unknown option, a bad value, or no option at all.
+        """
         result: dict[str, Any] = self.request("POST", "/update", {"path": _abs(path), **policy})
         return result
 
-    def pause(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+    def pause(self, path: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+        """Stop watching ``path``, keeping its history; ``{"entry", "message"}``.
+        NotFound if it is not protected."""
         result: dict[str, Any] = self.request("POST", "/pause", {"path": _abs(path)})
         return result
 
-    def resume(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+    def resume(self, path: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+        """Watch a paused ``path`` again; ``{"entry", "message"}``. NotFound if it is
+        not protected."""
         result: dict[str, Any] = self.request("POST", "/resume", {"path": _abs(path)})
         return result
 
-    def remove(self, path: str | os.PathLike[str], purge: bool = False) -> dict[str, Any]:
+    def remove(self, path: str | os.PathLike[str] | bytes, purge: bool = False) -> dict[str, Any]:
+        """Stop protecting ``path``; its history is kept unless ``purge``.
+
+        Returns ``{"path", "removed", "purged", "message"}``. NotFound if it is
+        not protected.
+        """
         result: dict[str, Any] = self.request(
             "POST", "/remove", {"path": _abs(path), "purge": purge}
         )
         return result
 
-    def status(self, path: str | os.PathLike[str] | None = None) -> Any:
-        """One entry's dict when ``path`` is given, else the list of all entries."""
-        if path is None:
-            return self._get("/status")
-        return self._get("/status", path=_abs(path))[0]
+    @overload
+    def status(self, path: None = None) -> list[dict[str, Any]]: ...
 
-    def backup(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("POST", "/backup", {"path": _abs(path)})
+    @overload
+    def status(self, path: str | os.PathLike[str] | bytes) -> dict[str, Any]: ...
+
+    def status(
+        self, path: str | os.PathLike[str] | bytes | None = None
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """The management table: every entry (a list, by path), or ``path``'s entry.
+
+        An entry is the ``status --json`` row (filetwin.shapes.Entry). NotFound
+        if ``path`` is given and not protected.
+        """
+        if path is None:
+            rows: list[dict[str, Any]] = self._get("/status")
+            return rows
+        entry: dict[str, Any] = self._get("/status", path=_abs(path))[0]
+        return entry
+
+    def backup(self, path: str | os.PathLike[str] | bytes) -> Version:
+        """Take a version of ``path`` now; returns it once stored (a ``history`` item).
+
+        NotFound if ``path`` is not protected, UsageError if it is paused,
+        JobFailed/JobTimeout if the copy failed after its retries.
+        """
+        result: Version = self.request("POST", "/backup", {"path": _abs(path)})
         return result
 
-    def history(self, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    def history(self, path: str | os.PathLike[str] | bytes) -> list[dict[str, Any]]:
         """The versions of ``path``, oldest first (as ``history --json``).
 
-        A path that is not protected and has no history raises NotFound, as
-        every other method does for it (older daemons answer it as bad usage).
+        A removed entry's history is still answered. A path that is not
+        protected and has no history raises NotFound, as every other method
+        does for it (older daemons answer it as bad usage).
         """
         try:
             result: list[dict[str, Any]] = self._get("/history", path=_abs(path))
@@ -218,11 +298,22 @@ class Client:
 
     def restore(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | bytes,
         at: str | float | None = None,
         version: str | None = None,
-        to: str | os.PathLike[str] | None = None,
+        to: str | os.PathLike[str] | bytes | None = None,
     ) -> dict[str, Any]:
+        """Rebuild ``path`` as it was: the newest version, ``version`` (an id or a
+        4+ hex prefix), or the moment ``at`` (ISO 8601 or Unix seconds, ``seq:N``,
+        ``mark:NAME``; on-write entries replay their journal to it).
+
+        Without ``to`` the file is replaced in place and the replaced content is
+        kept as a version (``kept_version``); with ``to`` it is written there.
+        Returns what was rebuilt (filetwin.shapes.Restored). NotFound for a path
+        with no history or no such version/moment; UsageError for both ``at`` and
+        ``version`` or a bad moment; UnsafePath if a symlink stands where it
+        would write; RestoreError if the content cannot be rebuilt exactly.
+        """
         result: dict[str, Any] = self.request(
             "POST",
             "/restore",
@@ -236,17 +327,26 @@ class Client:
         return result
 
     def events(
-        self, path: str | os.PathLike[str] | None = None, after: int = 0, limit: int | None = None
+        self,
+        path: str | os.PathLike[str] | bytes | None = None,
+        after: int = 0,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
+        """The event log, oldest first: events after id ``after``, of ``path`` only
+        when given, the newest ``limit`` when given."""
         result: list[dict[str, Any]] = self._get(
             "/events", path=None if path is None else _abs(path), after=after, limit=limit
         )
         return result
 
     def follow_events(
-        self, path: str | os.PathLike[str] | None = None, limit: int | None = None
+        self, path: str | os.PathLike[str] | bytes | None = None, limit: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Yield events as they happen (starting with the last ``limit`` ones)."""
+        """Yield events as they happen (first the last ``limit`` ones), until closed.
+
+        ``timeout`` bounds the answer's start only. DaemonUnavailable if the
+        daemon goes away while following.
+        """
         params = {"follow": "1"}
         if path is not None:
             params["path"] = _abs(path)
@@ -278,59 +378,78 @@ class Client:
 
     # healing -----------------------------------------------------------
     def request_recovery(
-        self, path: str | os.PathLike[str], reason: str | None = None, trigger: str = "notify"
-    ) -> dict[str, Any]:
+        self,
+        path: str | os.PathLike[str] | bytes,
+        reason: str | None = None,
+        trigger: Literal["notify", "auto"] = "notify",
+    ) -> Healed:
         """Ask the daemon to heal ``path`` now; returns the heal's result.
 
-        Refused (Conflict) for a manual entry: its policy reserves recovery for
-        a person. ``trigger="auto"`` reports an error the caller met (EIO), which
-        only auto entries act on.
+        ``healed`` is False (with ``status`` and ``message``) when the file
+        verifies clean or is newer than its newest state: nothing acknowledged
+        is ever rolled back. Refused (Conflict) for a manual entry: its policy
+        reserves recovery for a person. ``trigger="auto"`` reports an error the
+        caller met (EIO), which only auto entries act on. NotFound if ``path``
+        is not protected.
         """
-        result: dict[str, Any] = self.request(
+        result: Healed = self.request(
             "POST", "/recover", {"path": _abs(path), "reason": reason, "trigger": trigger}
         )
         return result
 
-    def verify(self, path: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-        """Compare live files with their newest state; auto entries are healed."""
+    def verify(self, path: str | os.PathLike[str] | bytes | None = None) -> list[dict[str, Any]]:
+        """Compare live files (every entry not paused, or ``path``) with their newest
+        state; one report per entry (``status`` ok, changed, missing, corrupt,
+        error); corrupt ``auto`` entries are healed. NotFound if ``path`` is given
+        and not protected."""
         result: list[dict[str, Any]] = self.request(
             "POST", "/verify", {"path": None if path is None else _abs(path)}
         )
         return result
 
     # on-write: report writes, closes and marks ----------------------------
-    def notify_write(self, path: str | os.PathLike[str], offset: int, data: bytes) -> int:
+    # Each returns the record's sequence number once it is as durable as the
+    # entry's sync mode promises. UsageError for an entry that is not on-write
+    # (or paused), NotFound for one not protected, StateError if the journal
+    # could not be written (nothing was recorded).
+    def notify_write(self, path: str | os.PathLike[str] | bytes, offset: int, data: bytes) -> int:
         """Journal a write of ``data`` at ``offset``; returns its sequence number."""
-        result: dict[str, Any] = self.request(
+        result: Seq = self.request(
             "POST",
             "/write",
             {"path": _abs(path), "offset": offset, "data": base64.b64encode(data).decode()},
         )
         return int(result["seq"])
 
-    def notify_truncate(self, path: str | os.PathLike[str], length: int) -> int:
-        result: dict[str, Any] = self.request(
-            "POST", "/truncate", {"path": _abs(path), "length": length}
-        )
+    def notify_truncate(self, path: str | os.PathLike[str] | bytes, length: int) -> int:
+        """Journal a truncate to ``length`` bytes; returns its sequence number."""
+        result: Seq = self.request("POST", "/truncate", {"path": _abs(path), "length": length})
         return int(result["seq"])
 
-    def notify_close(self, path: str | os.PathLike[str], ok: bool = True) -> int:
-        """Journal a close and whether it succeeded; a good close makes a checkpoint."""
-        result: dict[str, Any] = self.request("POST", "/close", {"path": _abs(path), "ok": ok})
+    def notify_close(self, path: str | os.PathLike[str] | bytes, ok: bool = True) -> int:
+        """Report a close and whether it succeeded; returns its sequence number.
+
+        On-write: journaled, and a good close makes a checkpoint. On-close: not
+        journaled (0), but a failed close is an event and what it left is never
+        stored as a version; a failed close heals an auto entry.
+        """
+        result: Seq = self.request("POST", "/close", {"path": _abs(path), "ok": ok})
         return int(result["seq"])
 
-    def mark(self, path: str | os.PathLike[str], name: str) -> int:
-        """Name the current moment (restore it with ``--at mark:NAME``)."""
-        result: dict[str, Any] = self.request("POST", "/mark", {"path": _abs(path), "name": name})
+    def mark(self, path: str | os.PathLike[str] | bytes, name: str) -> int:
+        """Name the current moment (restore it with ``at="mark:NAME"``); returns its seq."""
+        result: Seq = self.request("POST", "/mark", {"path": _abs(path), "name": name})
         return int(result["seq"])
 
-    def journal(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """The journal's span, closes and marks."""
+    def journal(self, path: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+        """The journal of on-write ``path``: span of records, closes, marks, torn tail."""
         result: dict[str, Any] = self._get("/journal", path=_abs(path))
         return result
 
-    def open_stream(self, path: str | os.PathLike[str]) -> WriteStream:
-        """A write stream for an on-write entry (see daemon/stream.py)."""
+    def open_stream(self, path: str | os.PathLike[str] | bytes) -> WriteStream:
+        """A WriteStream of ``path``'s records on STATE_DIR/journal.sock (docs/api.md),
+        for busy writers. DaemonUnavailable if no daemon serves it; the daemon's
+        refusal (not protected, not on-write) as its exception."""
         return WriteStream(
             os.path.join(os.path.dirname(self.socket_path), "journal.sock"),
             _abs(path),
@@ -427,9 +546,11 @@ class WriteStream:
         self.last_seq = int(seq)
 
     def close(self) -> None:
+        """Close the stream; records nothing (send a close frame for a close)."""
         self._file.close()
         self.sock.close()
 
 
 def state_dir_of(client: Client) -> Path:
+    """The state directory ``client`` talks to (its socket's directory)."""
     return Path(client.socket_path).parent

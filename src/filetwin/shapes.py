@@ -214,6 +214,8 @@ class EventsQuery(Query):
 
 # Answers ------------------------------------------------------------------
 class Health(TypedDict):
+    """``GET /health``: the daemon is up (its pid and state directory)."""
+
     ok: bool
     pid: int
     state_dir: str
@@ -251,6 +253,8 @@ class Entry(TypedDict):
 
 
 class AddResult(TypedDict):
+    """``POST /add``: the entries added, notes on the paths, and what failed."""
+
     entries: list[Entry]
     messages: list[str]
     failures: list[str]
@@ -264,6 +268,8 @@ class EntryChange(TypedDict):
 
 
 class Removed(TypedDict):
+    """``POST /remove``: the entry is gone; ``purged`` says whether its history is."""
+
     path: str
     removed: bool
     purged: bool
@@ -289,6 +295,8 @@ class Version(TypedDict):
 
 
 class Restored(TypedDict):
+    """``POST /restore``: what was rebuilt (version, journal record, moment) and where."""
+
     path: str
     target: str
     version: str
@@ -302,6 +310,8 @@ class Restored(TypedDict):
 
 
 class Event(TypedDict):
+    """One event of the log (``events --json``)."""
+
     id: Annotated[int | None, Meta(description="null until the state directory stores it")]
     time: Time
     path: str | None
@@ -311,6 +321,8 @@ class Event(TypedDict):
 
 
 class Seq(TypedDict):
+    """The answer of an on-write record (/write, /truncate, /close, /mark)."""
+
     seq: Annotated[int, Meta(description="the record's sequence number (0: not journaled)")]
 
 
@@ -333,6 +345,8 @@ class TornTail(TypedDict):
 
 
 class Journal(TypedDict):
+    """An on-write entry's journal: its span of records, closes, marks, torn tail."""
+
     first_seq: int | None
     first_time: Time | None
     last_seq: int | None
@@ -358,6 +372,8 @@ class Healed(TypedDict):
 
 
 class VerifyReport(TypedDict):
+    """One entry's verification: ``status`` ok, changed, missing, corrupt or error."""
+
     path: str
     status: Annotated[str, Meta(description="ok, changed, missing, corrupt, error, ...")]
     detail: str

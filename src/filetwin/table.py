@@ -84,10 +84,23 @@ ENTRY_FIELDS = [
     "recovery_mode",
     "sync_mode",
     "last_job_kind",
+    "keep_within_s",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
 ]
 
 #: columns added after the first release: (name, declaration), added at open
-MIGRATIONS = [("last_job_kind", "TEXT")]
+MIGRATIONS = [
+    ("last_job_kind", "TEXT"),
+    # time-based retention (policy.Policy): seconds, None when off; counts, 0 when off
+    ("keep_within_s", "INTEGER"),
+    ("keep_hourly", "INTEGER NOT NULL DEFAULT 0"),
+    ("keep_daily", "INTEGER NOT NULL DEFAULT 0"),
+    ("keep_weekly", "INTEGER NOT NULL DEFAULT 0"),
+    ("keep_monthly", "INTEGER NOT NULL DEFAULT 0"),
+]
 
 
 def as_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -191,8 +204,9 @@ class Table:
         try:
             self._exec(
                 "INSERT INTO entries (path, backup_mode, recovery_mode, retries, timeout_s, keep,"
-                " sync_mode, repository, state, pending_change, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'watching', 'add', ?)",
+                " sync_mode, repository, state, pending_change, created_at, keep_within_s,"
+                " keep_hourly, keep_daily, keep_weekly, keep_monthly)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'watching', 'add', ?, ?, ?, ?, ?, ?)",
                 (
                     path,
                     policy.backup_mode,
@@ -203,6 +217,11 @@ class Table:
                     policy.sync_mode,
                     repository,
                     self.clock(),
+                    policy.keep_within_s,
+                    policy.keep_hourly,
+                    policy.keep_daily,
+                    policy.keep_weekly,
+                    policy.keep_monthly,
                 ),
             )
         except sqlite3.IntegrityError as e:
@@ -297,6 +316,11 @@ class Table:
             timeout_s=row["timeout_s"],
             keep=row["keep"],
             sync_mode=row["sync_mode"],
+            keep_within_s=row["keep_within_s"],
+            keep_hourly=row["keep_hourly"],
+            keep_daily=row["keep_daily"],
+            keep_weekly=row["keep_weekly"],
+            keep_monthly=row["keep_monthly"],
         )
 
     # events ------------------------------------------------------------

@@ -415,7 +415,7 @@ class Engine:
     async def update(self, path: str, changes: dict[str, Any]) -> dict[str, Any]:
         row = self.entry(path)
         policy = Table.policy_of(row).updated(changes)
-        return await self.change(
+        result = await self.change(
             path,
             "update",
             backup_mode=policy.backup_mode,
@@ -424,7 +424,15 @@ class Engine:
             timeout_s=policy.timeout_s,
             keep=policy.keep,
             sync_mode=policy.sync_mode,
+            keep_within_s=policy.keep_within_s,
+            keep_hourly=policy.keep_hourly,
+            keep_daily=policy.keep_daily,
+            keep_weekly=policy.keep_weekly,
+            keep_monthly=policy.keep_monthly,
         )
+        # New retention rules apply at once, as restic's forget does.
+        await self.retention.retain(path, policy.keep)
+        return result
 
     def set_missing(self, path: str) -> None:
         row = self.table.get(path)

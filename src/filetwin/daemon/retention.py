@@ -1,6 +1,8 @@
 """Retention and garbage collection: old versions go, then their chunks.
 
-``retain`` applies an entry's ``--keep`` and recounts its versions; chunks no
+``retain`` applies an entry's retention rules (``--keep`` and the time-based
+``--keep-within``/``--keep-hourly``/... of repo/forget.py, with the versions
+Repository.apply_retention never removes) and recounts its versions; chunks no
 version references any more (retention's, or a failed backup's) are removed
 by one gc ``delay_s`` after the first request, because gc lists the whole
 repository and holds it exclusively (the gate) while it decides.
@@ -14,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..errors import FiletwinError
+from ..policy import Policy
 from ..repo import Repository
 from ..table import Table
 from .gate import Gate
@@ -41,8 +44,14 @@ class Retention:
         self._timer: asyncio.TimerHandle | None = None
 
     async def retain(self, path: str, keep: int) -> None:
-        """Apply the entry's retention and recount its versions."""
-        removed = await asyncio.to_thread(self.repo.apply_retention, path, keep)
+        """Apply the entry's retention and recount its versions.
+
+        The rules are the entry's policy as the table holds it now (an update
+        since the caller read its row counts); ``keep`` is the count rule used
+        alone when the entry has no row any more."""
+        row = self.table.get(path)
+        rules = (Table.policy_of(row) if row is not None else Policy(keep=keep)).rules()
+        removed = await asyncio.to_thread(self.repo.apply_retention, path, rules)
         if removed:
             # Names only: listing is cheap, loading every manifest is not.
             count = len(await asyncio.to_thread(self.repo.version_names, path))

@@ -23,6 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from filetwin.errors import (
     SourceError,
     UsageError,
 )
+from filetwin.repo import forget
 from filetwin.repo.chunks import (
     chunk_id,
     chunk_name,
@@ -46,6 +48,7 @@ from filetwin.repo.chunks import (
     new_chunker,
 )
 from filetwin.repo.durable import os_error
+from filetwin.repo.forget import Rules
 from filetwin.safeio import open_protected
 from filetwin.timefmt import iso
 
@@ -422,14 +425,23 @@ class Repository:
 
     # -- removing ----------------------------------------------------------------
 
-    def apply_retention(self, path: str, keep: int) -> int:
-        """Delete the oldest versions of ``path`` beyond the newest ``keep``; return how many.
+    def apply_retention(self, path: str, rules: Rules | int, tz: tzinfo | None = None) -> int:
+        """Delete the versions of ``path`` that retention does not keep (forget.doomed:
+        the rules, the newest version, the newest a journal replay starts from and
+        the newest a restore kept aside); return how many. An int is ``Rules(last=n)``.
+        Chunks are left for gc()."""
+        if isinstance(rules, int):
+            rules = Rules(last=rules)
+        if rules.last < 1:
+            raise UsageError(f"retention must keep at least 1 version, not {rules.last}")
 
-        Chunks are left for gc().  ``keep`` must be >= 1 (use purge to drop everything).
-        """
-        if keep < 1:
-            raise UsageError(f"retention must keep at least 1 version, not {keep}")
-        doomed = self._names(path)[:-keep]
+        def cause(name: str) -> str | None:
+            try:
+                return self.load_manifest(name).cause
+            except (ObjectNotFound, CorruptObject):
+                return None  # unknown: never taken for a newer base or restore
+
+        doomed = forget.doomed(self._names(path), rules, cause, tz)
         for name in doomed:
             self.backend.delete(name)
         return len(doomed)
