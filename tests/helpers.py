@@ -130,3 +130,26 @@ def run_cli(
         timeout=120,
         cwd=cwd,
     )
+
+
+def stored_chunks(repo: Any) -> set[str]:
+    """The ids of every chunk the repository stores (in any pack, or loose), read
+    afresh from the backend: what gc has not removed."""
+    from filetwin.repo.chunks import chunk_name, is_chunk_id
+
+    repo.chunks.load()
+    out = {cid for entries in repo.chunks.packs().values() for cid in entries}
+    for name in repo.backend.list("chunks/"):
+        cid = name.rsplit("/", 1)[-1]
+        if is_chunk_id(cid) and name == chunk_name(cid):
+            out.add(cid)
+    return out
+
+
+def pack_of(repo: Any, cid: str) -> str:
+    """The backend name of the pack holding chunk ``cid`` (after indexing what
+    this process wrote, so that the index names it)."""
+    from filetwin.repo.packs import pack_name
+
+    repo.save_index()
+    return str(pack_name(repo.chunks.locations()[cid].pack))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from filetwin.backends import LocalBackend
 from filetwin.repo import Repository
-from tests.helpers import run_cli
+from tests.helpers import pack_of, run_cli
 
 
 def make_repo(tmp_path: Path) -> tuple[Path, Repository, Path]:
@@ -28,7 +28,7 @@ def test_healthy_repository_passes(tmp_path: Path) -> None:
 def test_missing_chunk_is_named_and_exits_1(tmp_path: Path) -> None:
     state, repo, f = make_repo(tmp_path)
     chunk = repo.latest(str(f)).chunks[0]  # type: ignore[union-attr]
-    repo.backend.delete(f"chunks/{chunk[:2]}/{chunk}")
+    repo.backend.delete(pack_of(repo, chunk))
     r = run_cli("check", "--state-dir", str(state))
     assert r.returncode == 1
     assert chunk in r.stderr and "missing" in r.stderr
@@ -37,7 +37,7 @@ def test_missing_chunk_is_named_and_exits_1(tmp_path: Path) -> None:
 def test_corrupt_chunk_found_only_when_reading_data(tmp_path: Path) -> None:
     state, repo, f = make_repo(tmp_path)
     chunk = repo.latest(str(f)).chunks[0]  # type: ignore[union-attr]
-    obj = state / "repository" / "chunks" / chunk[:2] / chunk
+    obj = state / "repository" / pack_of(repo, chunk)
     blob = bytearray(obj.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     obj.write_bytes(bytes(blob))

@@ -13,7 +13,7 @@ import blake3
 
 from filetwin.backends import LocalBackend
 from filetwin.repo import Repository
-from tests.helpers import Daemon, wait_until
+from tests.helpers import Daemon, stored_chunks, wait_until
 
 
 def test_retention_keeps_newest_and_drops_unreferenced_chunks(
@@ -43,7 +43,7 @@ def test_retention_keeps_newest_and_drops_unreferenced_chunks(
     referenced = {c for m in repo.versions(str(f)) for c in m.chunks}
 
     def stored() -> set[str]:
-        return {n.rsplit("/", 1)[1] for n in repo.backend.list("chunks/")}
+        return stored_chunks(repo)
 
     wait_until(lambda: stored() == referenced, what="unreferenced chunks to be removed")
     check = daemon.cli("check", "--read-data")

@@ -12,7 +12,7 @@ from typing import Any
 from filetwin.backends import open_backend
 from filetwin.repo import Repository
 from tests.faults.strace import inject
-from tests.helpers import Daemon, wait_until
+from tests.helpers import Daemon, stored_chunks, wait_until
 
 
 def test_a_restore_is_a_job_in_status(make_daemon: Callable[..., Daemon], files: Path) -> None:
@@ -48,7 +48,7 @@ def test_chunks_of_a_failed_backup_are_collected(
     repo = Repository(open_backend(str(daemon.state_dir / "repository")))
 
     def stored() -> set[str]:
-        return {n.rsplit("/", 1)[1] for n in repo.backend.list("chunks/")}
+        return stored_chunks(repo)
 
     def failed() -> bool:  # for good: after its retries
         return any(e["kind"] == "backup-failed" for e in daemon.client.events(f))

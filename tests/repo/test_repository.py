@@ -21,7 +21,8 @@ from filetwin.errors import (
     UsageError,
 )
 from filetwin.repo import Manifest, Repository, entry_key
-from filetwin.repo.chunks import chunk_name
+
+from ..helpers import pack_of, stored_chunks
 
 
 class Clock:
@@ -45,7 +46,7 @@ def restore(repo: Repository, m: Manifest) -> bytes:
 
 
 def chunk_count(repo: Repository) -> int:
-    return len(list(repo.backend.list("chunks/")))
+    return len(stored_chunks(repo))
 
 
 def write(path: Path, data: bytes) -> str:
@@ -166,7 +167,7 @@ def test_retention_and_gc(repo: Repository, tmp_path: Path) -> None:
     referenced = {c for m in kept + repo.versions(other) for c in m.chunks}
     removed = repo.gc()
     assert removed > 0
-    assert {n.rsplit("/", 1)[1] for n in repo.backend.list("chunks/")} == referenced
+    assert stored_chunks(repo) == referenced
     assert [restore(repo, m) for m in kept] == contents[-2:]
     assert restore(repo, repo.versions(other)[0]) == (tmp_path / "g").read_bytes()
     assert repo.gc() == 0
@@ -248,6 +249,6 @@ def test_version_at(repo: Repository, tmp_path: Path) -> None:
 def test_missing_chunk_restore_error(repo: Repository, tmp_path: Path) -> None:
     p = write(tmp_path / "f", rand(200_000, 40))
     m = repo.store_file(p, "manual")
-    repo.backend.delete(chunk_name(m.chunks[-1]))
+    repo.backend.delete(pack_of(repo, m.chunks[-1]))
     with pytest.raises(RestoreError, match=f"chunk {m.chunks[-1]}.*missing"):
         restore(repo, m)

@@ -2,41 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from filetwin.errors import CorruptObject, ObjectNotFound
 from filetwin.repo.chunks import chunk_name, decode_chunk
-from filetwin.repo.repository import CHUNKS, MANIFESTS, Manifest, Repository
+from filetwin.repo.chunkstore import LOOSE
+from filetwin.repo.packs import list_packs, pack_name
+from filetwin.repo.repository import MANIFESTS, Manifest, Repository
 
 
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with the repository."""
 
-    kind: str  # "missing-chunk" | "corrupt-chunk" | "bad-manifest"
+    #: "bad-manifest" | "bad-index" | "corrupt-pack" | "missing-chunk" |
+    #: "corrupt-chunk" | "missing-version"
+    kind: str
     object: str  # backend object name of the damaged or missing object
-    message: str  # for a person: names the manifest/path and the chunk
+    message: str  # for a person: names the object, and the versions it breaks
 
 
 def check_repository(
     repo: Repository,
     read_data: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    expected: Mapping[str, str] | None = None,
 ) -> list[Problem]:
     """Check the repository; return its problems (empty list = healthy).
 
-    Every manifest must parse (and match its name and id); every chunk a
-    manifest references must exist.  With ``read_data`` every referenced chunk
-    is also read, decompressed and hashed against its id — each chunk once,
-    however many versions share it.  ``progress(done, total)`` is called after
-    each manifest and, with read_data, each chunk read.  Read-only: it never
-    repairs anything.
+    Every manifest must open (authenticated when the repository is encrypted)
+    and match its name and id; every index object must open and match its
+    name; every chunk a manifest references must be found in a pack (or,
+    written before packs, as a loose object). With ``read_data`` every pack
+    holding a referenced chunk is read whole and checked against its name, and
+    every referenced chunk is opened, decompressed and hashed against its id,
+    each once however many versions share it. ``expected`` maps paths to the
+    id of the newest version the state directory recorded: a missing one
+    (deleted, or the entry rolled back) is a problem. ``progress(done,
+    total)`` is called as work is done. Read-only: it never repairs anything.
     """
     problems: list[Problem] = []
     manifest_names = sorted(repo.backend.list(MANIFESTS))
-    present = {n.rsplit("/", 1)[-1] for n in repo.backend.list(CHUNKS)}
     users: dict[str, list[Manifest]] = {}  # chunk id -> manifests referencing it
+    ids_by_path: dict[str, set[str]] = {}
     total = len(manifest_names)
     done = 0
     for name in manifest_names:
@@ -48,31 +57,76 @@ def check_repository(
             problems.append(Problem("bad-manifest", name, str(e)))
             m = None
         if m is not None:
+            ids_by_path.setdefault(m.path, set()).add(m.id)
             for cid in dict.fromkeys(m.chunks):
                 users.setdefault(cid, []).append(m)
         done += 1
         if progress:
             progress(done, total)
 
+    for path, vid in sorted((expected or {}).items()):
+        if vid and vid not in ids_by_path.get(path, set()):
+            problems.append(
+                Problem(
+                    "missing-version",
+                    f"{MANIFESTS}{repo.entry_key(path)}/",
+                    f"version {vid} of {path}, recorded as its newest, is not in the "
+                    "repository: deleted or rolled back behind filetwin's back",
+                )
+            )
+
+    store = repo.chunks
+    store.load()
+    for name, error in sorted(store.damaged.items()):
+        kind = "bad-index" if name.startswith("index/") else "corrupt-pack"
+        problems.append(Problem(kind, name, str(error)))
+    index = store.locations()
+    present_packs = set(list_packs(repo.backend))
+    loose = {n.rsplit("/", 1)[-1] for n in repo.backend.list(LOOSE)}
+    by_pack: dict[str, list[str]] = {}
     for cid, ms in users.items():
-        if cid not in present:
+        loc = index.get(cid)
+        if loc is not None and loc.pack in present_packs:
+            by_pack.setdefault(loc.pack, []).append(cid)
+        elif cid not in loose:
+            where = pack_name(loc.pack) if loc is not None else chunk_name(cid)
             for m in ms:
-                problems.append(Problem("missing-chunk", chunk_name(cid), _msg(m, cid, "missing")))
+                problems.append(Problem("missing-chunk", where, _msg(repo, m, cid, "missing")))
     if not read_data:
         return problems
 
-    readable = [cid for cid in users if cid in present]
-    total += len(readable)
-    for cid in readable:
+    total += sum(len(c) for c in by_pack.values()) + sum(1 for c in users if c not in index)
+    for pid in sorted(by_pack):
+        name = pack_name(pid)
+        try:
+            store.reader.pack(pid)
+        except (CorruptObject, ObjectNotFound) as e:
+            problems.append(Problem("corrupt-pack", name, str(e)))
+            for cid in by_pack[pid]:
+                for m in users[cid]:
+                    problems.append(
+                        Problem("corrupt-chunk", name, _msg(repo, m, cid, f"unreadable ({e})"))
+                    )
+            done += len(by_pack[pid])
+            continue
+        for cid in by_pack[pid]:
+            try:
+                store.reader.read_chunk(cid, index[cid])
+            except (CorruptObject, ObjectNotFound) as e:
+                for m in users[cid]:
+                    problems.append(
+                        Problem("corrupt-chunk", name, _msg(repo, m, cid, f"corrupt ({e})"))
+                    )
+            done += 1
+            if progress:
+                progress(done, total)
+    for cid in sorted(c for c in users if c not in index and c in loose):
         try:
             decode_chunk(cid, repo.backend.get(chunk_name(cid)))
-        except ObjectNotFound:
-            for m in users[cid]:
-                problems.append(Problem("missing-chunk", chunk_name(cid), _msg(m, cid, "missing")))
-        except CorruptObject as e:
+        except (CorruptObject, ObjectNotFound) as e:
             for m in users[cid]:
                 problems.append(
-                    Problem("corrupt-chunk", chunk_name(cid), _msg(m, cid, f"corrupt ({e})"))
+                    Problem("corrupt-chunk", chunk_name(cid), _msg(repo, m, cid, f"corrupt ({e})"))
                 )
         done += 1
         if progress:
@@ -80,5 +134,5 @@ def check_repository(
     return problems
 
 
-def _msg(m: Manifest, cid: str, what: str) -> str:
-    return f"version {m.id} of {m.path} ({m.object_name()}): chunk {cid} is {what}"
+def _msg(repo: Repository, m: Manifest, cid: str, what: str) -> str:
+    return f"version {m.id} of {m.path} ({repo.manifest_name(m)}): chunk {cid} is {what}"

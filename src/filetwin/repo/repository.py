@@ -2,13 +2,28 @@
 
 Layout on the backend (everything goes through Backend, so any store works):
 
-* ``chunks/<id[:2]>/<id>`` — zstd-compressed chunk data, id = BLAKE3 of the raw data;
-* ``manifests/<entry_key(path)>/<time_ns:019d>-<manifest id>.json`` — one version.
+* ``config`` and ``keys/`` — what the repository is and its keys (repo/format.py);
+* ``packs/<id[:2]>/<id>`` and ``index/<id>`` — chunk data in pack files, and the
+  index that finds each chunk (repo/packs.py, repo/chunkstore.py); a
+  repository written before packs also has loose ``chunks/<id[:2]>/<id>``;
+* ``manifests/<entry key>/<time_ns:019d>-<manifest id>.json`` — one version,
+  sealed as kind ``manifest`` under its own name when the repository is
+  encrypted (plain JSON otherwise). The entry key is the first 32 hex of the
+  path's name hash: keyed when encrypted, so names say nothing about paths.
 
 Manifest names sort by time, so an entry's history is one listing away and
 retention is "delete the first names".  A version exists once its manifest is
-put; chunks are always stored before the manifest that names them, so a crash
-leaves at worst unreferenced chunks, which gc() removes.
+put; packs are always put before the manifest that names their chunks, so a
+crash leaves at worst unreferenced packs, which gc() removes.
+
+Tamper evidence: in an encrypted repository every object is authenticated
+(manifests and index objects by their seal bound to their name, packs by their
+content hash and sealed trailer, chunks by their seal and keyed id), so a
+modified, swapped or moved object fails to open and a restore that would use
+it fails naming it. What sealing cannot show is an object deleted, or an entry
+rolled back by deleting its newest versions: ``check`` compares with what the
+state directory recorded. An unencrypted repository detects damage (every
+object is hash-checked) but not a forger, who could write a valid object.
 """
 
 from __future__ import annotations
@@ -39,22 +54,17 @@ from filetwin.errors import (
     UsageError,
 )
 from filetwin.repo import forget
-from filetwin.repo.chunks import (
-    chunk_id,
-    chunk_name,
-    decode_chunk,
-    encode_chunk,
-    is_chunk_id,
-    new_chunker,
-)
+from filetwin.repo.chunks import is_chunk_id, new_chunker
+from filetwin.repo.chunkstore import ChunkStore
+from filetwin.repo.crypto import Keys
 from filetwin.repo.durable import os_error
 from filetwin.repo.forget import Rules
+from filetwin.repo.packs import DEFAULT_TARGET_SIZE, PackWriter
 from filetwin.safeio import open_protected
 from filetwin.timefmt import iso
 
 CAUSES = frozenset({"initial", "close", "write", "checkpoint", "manual", "restore"})
 MANIFESTS = "manifests/"
-CHUNKS = "chunks/"
 
 
 def entry_key(path: str) -> str:
@@ -149,9 +159,11 @@ class Manifest:
             raise ValueError("manifest id does not match its content")
         return cls(**{**d, "chunks": tuple(d["chunks"]), "time": float(d["time"])})
 
-    def object_name(self) -> str:
-        """Backend name: ``manifests/<entry_key>/<time_ns:019d>-<id>.json``."""
-        return f"{MANIFESTS}{entry_key(self.path)}/{int(self.time * 1e9):019d}-{self.id}.json"
+    def object_name(self, key: str | None = None) -> str:
+        """Backend name: ``manifests/<key>/<time_ns:019d>-<id>.json``; ``key`` is the
+        repository's entry key of the path (Repository.entry_key; plain by default)."""
+        key = entry_key(self.path) if key is None else key
+        return f"{MANIFESTS}{key}/{int(self.time * 1e9):019d}-{self.id}.json"
 
 
 #: threads storing chunks of one file, and chunks in flight at most
@@ -187,9 +199,19 @@ class Repository:
     process, but another process's uncommitted chunks are not.
     """
 
-    def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Callable[[], float] = time.time,
+        *,
+        keys: Keys | None = None,
+        cache_dir: Path | None = None,
+        pack_size: int = DEFAULT_TARGET_SIZE,
+    ) -> None:
         self.backend = backend
         self.clock = clock
+        self.keys = keys if keys is not None else Keys.none()
+        self.chunks = ChunkStore(backend, self.keys, cache_dir=cache_dir, target_size=pack_size)
         # Chunks of prepared-but-uncommitted manifests: gc must not delete them.
         self._pending: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -215,6 +237,7 @@ class Repository:
         if cause not in CAUSES:
             raise UsageError(f"unknown version cause {cause!r}; expected one of {sorted(CAUSES)}")
         spath = os.fspath(path)
+        self.chunks.sync()
         own_fd = fd is None
         try:
             if fd is None:
@@ -234,6 +257,7 @@ class Repository:
             # Chunks are hashed, compressed and durably written by a few threads
             # (each write waits on an fsync); reading and the file's hash stay here.
             pending: deque[Future[str]] = deque()
+            writer = self.chunks.writer()
             try:
                 with ThreadPoolExecutor(STORE_THREADS) as pool:
                     try:
@@ -242,11 +266,12 @@ class Repository:
                             data = bytes(chunk.data)
                             hasher.update(data)
                             size += chunk.length
-                            pending.append(pool.submit(self._store_chunk, data))
+                            pending.append(pool.submit(self._store_chunk, writer, data))
                             if len(pending) >= STORE_WINDOW:
                                 ids.append(pending.popleft().result())
                         while pending:
                             ids.append(pending.popleft().result())
+                        self.chunks.record(writer.flush())
                     finally:
                         for f in pending:
                             f.cancel()
@@ -273,17 +298,26 @@ class Repository:
             journal_seq=journal_seq,
         )  # fmt: skip
 
-    def _store_chunk(self, data: bytes | memoryview) -> str:
-        cid = chunk_id(data)
+    def _store_chunk(self, writer: PackWriter, data: bytes | memoryview) -> str:
+        cid = self.keys.chunk_id(data)
         # Counted as pending under the lock: gc (which holds the lock while it
         # decides) then either ran before and is done, or will see it pending,
-        # so exists() and put() below need no lock and run in parallel.
+        # so the lookup and the add below need no lock and run in parallel.
         with self._lock:
             self._pending[cid] += 1
-        name = chunk_name(cid)
-        if not self.backend.exists(name):
-            self.backend.put(name, encode_chunk(data))
+        if not self.chunks.has(cid):
+            # A full pack is put here, by whichever thread filled it.
+            self.chunks.record(writer.add(cid, data))
         return cid
+
+    def entry_key(self, path: str) -> str:
+        """The key of ``path`` in manifest names: keyed when the repository is
+        encrypted (32 hex; equal to module-level entry_key otherwise)."""
+        return self.keys.name_hash(path.encode("utf-8", "surrogateescape"))[:32]
+
+    def manifest_name(self, manifest: Manifest) -> str:
+        """The backend name of ``manifest`` in this repository."""
+        return manifest.object_name(self.entry_key(manifest.path))
 
     def _release(self, ids: list[str] | tuple[str, ...]) -> None:
         with self._lock:
@@ -301,7 +335,8 @@ class Repository:
     def commit(self, manifest: Manifest) -> Manifest:
         """Durably write the manifest (the version exists from now on); return it."""
         data = json.dumps(manifest.to_json(), separators=(",", ":")).encode()
-        self.backend.put(manifest.object_name(), data)
+        name = self.manifest_name(manifest)
+        self.backend.put(name, self.keys.seal("manifest", name, data))
         self._release(manifest.chunks)
         return manifest
 
@@ -314,17 +349,17 @@ class Repository:
     # -- reading -----------------------------------------------------------------
 
     def _names(self, path: str) -> list[str]:
-        return sorted(self.backend.list(f"{MANIFESTS}{entry_key(path)}/"))
+        return sorted(self.backend.list(f"{MANIFESTS}{self.entry_key(path)}/"))
 
     def load_manifest(self, name: str) -> Manifest:
         """Read and validate one manifest object; CorruptObject naming it if malformed."""
-        blob = self.backend.get(name)
+        blob = self.keys.open_sealed("manifest", name, self.backend.get(name))
         try:
             m = Manifest.from_json(json.loads(blob))
         except ValueError as e:  # includes JSON and UTF-8 decode errors
             raise CorruptObject(f"manifest {name} is malformed: {e}") from e
-        if m.object_name() != name:
-            raise CorruptObject(f"manifest {name} does not match its name ({m.object_name()})")
+        if self.manifest_name(m) != name:
+            raise CorruptObject(f"manifest {name} does not match its name ({m.id})")
         return m
 
     def versions(self, path: str) -> list[Manifest]:
@@ -397,9 +432,11 @@ class Repository:
         size = 0
         for cid in manifest.chunks:
             try:
-                data = decode_chunk(cid, self.backend.get(chunk_name(cid)))
+                data = self.chunks.read(cid)
             except ObjectNotFound as e:
-                raise RestoreError(f"cannot restore {what}: chunk {cid} is missing") from e
+                raise RestoreError(
+                    f"cannot restore {what}: chunk {cid} is missing ({self.chunks.where(cid)})"
+                ) from e
             except CorruptObject as e:
                 raise RestoreError(f"cannot restore {what}: {e}") from e
             hasher.update(data)
@@ -449,7 +486,7 @@ class Repository:
     def retract(self, manifest: Manifest) -> None:
         """Delete one version (its chunks are left for gc): a version found,
         after it was stored, to hold content no program meant to keep."""
-        self.backend.delete(manifest.object_name())
+        self.backend.delete(self.manifest_name(manifest))
 
     def purge(self, path: str) -> int:
         """Delete every version of ``path``; return how many.  Run gc() afterwards."""
@@ -458,22 +495,29 @@ class Repository:
             self.backend.delete(name)
         return len(names)
 
-    def gc(self) -> int:
-        """Delete chunks no manifest references; return how many were deleted.
+    def referenced_chunks(self) -> set[str]:
+        """Every chunk a manifest names or a prepared version holds (call under
+        ``_lock``). CorruptObject when a manifest cannot be read."""
+        referenced = set(self._pending)
+        for name in self.backend.list(MANIFESTS):
+            try:
+                referenced.update(self.load_manifest(name).chunks)
+            except ObjectNotFound:
+                continue  # deleted since listed: its chunks are no longer needed by it
+        return referenced
+
+    def gc(self, *, max_unused: float | None = None) -> int:
+        """Delete chunks no manifest references (repacking partly dead packs and
+        moving loose chunks into packs: repo/gc.py); return how many were removed.
 
         Refuses (CorruptObject) if any manifest cannot be read: deleting chunks
         on an incomplete picture of what is referenced would destroy versions.
         """
-        with self._lock:  # no chunk may be stored or re-used while we decide
-            referenced = set(self._pending)
-            for name in self.backend.list(MANIFESTS):
-                try:
-                    referenced.update(self.load_manifest(name).chunks)
-                except ObjectNotFound:
-                    continue  # deleted since listed: its chunks are no longer needed by it
-            removed = 0
-            for name in list(self.backend.list(CHUNKS)):
-                if name.rsplit("/", 1)[-1] not in referenced:
-                    self.backend.delete(name)
-                    removed += 1
-            return removed
+        from filetwin.repo.gc import MAX_UNUSED, collect
+
+        unused = MAX_UNUSED if max_unused is None else max_unused
+        return collect(self, max_unused=unused).chunks_removed
+
+    def save_index(self) -> None:
+        """Index the packs this process wrote that no index object names yet."""
+        self.chunks.save_index()
