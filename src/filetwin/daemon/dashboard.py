@@ -67,7 +67,9 @@ SECURITY_HEADERS = {
     "base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null`
+    # with its POSTs, and the Origin check needs the real one.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
