@@ -74,6 +74,14 @@ class ObjectNotFound(RepositoryError, NotFound):
     http_status = 404
 
 
+class RepositoryRefused(RepositoryError):
+    """The repository's store refuses us for a reason retrying cannot fix: its
+    credentials were refused, access is denied, its bucket does not exist. The
+    user must change the configuration (the message says what)."""
+
+    retryable = False
+
+
 class CorruptObject(RepositoryError):
     """An object exists but its content is not what its name promises."""
 
@@ -142,6 +150,7 @@ ERROR_TYPES: dict[str, type[FiletwinError]] = {
         PermissionDenied,
         RepositoryError,
         ObjectNotFound,
+        RepositoryRefused,
         CorruptObject,
         SourceError,
         StateError,

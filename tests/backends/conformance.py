@@ -132,5 +132,54 @@ class BackendConformance:
         assert sorted(backend.list()) == [f"objs/{i:02d}" for i in range(20)]
         assert not any(".tmp-" in n for n in backend.list())
 
+    def test_range_inside(self, backend: Backend) -> None:
+        data = bytes(range(256)) * 40
+        backend.put("r/obj", data)
+        assert backend.get("r/obj", 0, 10) == data[:10]
+        assert backend.get("r/obj", 1000, 2000) == data[1000:3000]
+        assert backend.get("r/obj", offset=5000) == data[5000:]
+        assert backend.get("r/obj", 0, len(data)) == data
+        assert backend.get("r/obj", 1, 1) == data[1:2]
+
+    def test_range_at_and_past_the_end(self, backend: Backend) -> None:
+        data = b"0123456789"
+        backend.put("r/ten", data)
+        # Running past the end returns the bytes that exist.
+        assert backend.get("r/ten", 8, 100) == b"89"
+        assert backend.get("r/ten", 9) == b"9"
+        # An offset at or past the end returns nothing.
+        assert backend.get("r/ten", 10) == b""
+        assert backend.get("r/ten", 10, 5) == b""
+        assert backend.get("r/ten", 1000, 5) == b""
+        assert backend.get("r/ten", 3, 0) == b""
+
+    def test_range_of_empty_object(self, backend: Backend) -> None:
+        backend.put("r/empty", b"")
+        assert backend.get("r/empty", 0, 4) == b""
+        assert backend.get("r/empty", 0, 0) == b""
+        assert backend.get("r/empty", 7) == b""
+
+    def test_range_of_large_object(self, backend: Backend) -> None:
+        data = os.urandom(6 * 1024 * 1024)
+        backend.put("r/big", data)
+        assert backend.get("r/big", 3 * 1024 * 1024 + 17, 65536) == data[3145745 : 3145745 + 65536]
+        assert backend.get("r/big", len(data) - 100) == data[-100:]
+
+    def test_range_of_missing_object(self, backend: Backend) -> None:
+        with pytest.raises(ObjectNotFound, match="gone"):
+            backend.get("gone", 0, 10)
+        with pytest.raises(ObjectNotFound):
+            backend.get("gone", 5)
+        with pytest.raises(ObjectNotFound):
+            backend.get("gone", 0, 0)
+
+    @pytest.mark.parametrize(("offset", "length"), [(-1, None), (-1, 5), (0, -1), (3, -10)])
+    def test_negative_range_rejected(
+        self, backend: Backend, offset: int, length: int | None
+    ) -> None:
+        backend.put("r/x", b"abc")
+        with pytest.raises(UsageError, match="invalid range"):
+            backend.get("r/x", offset, length)
+
     def test_location(self, backend: Backend) -> None:
         assert isinstance(backend.location, str) and backend.location

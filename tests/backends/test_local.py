@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from filetwin.backends import Backend, LocalBackend, open_backend
-from filetwin.errors import UsageError
+from filetwin.errors import ObjectNotFound, UsageError
 
 from .conformance import BackendConformance
 
@@ -55,9 +55,29 @@ def test_open_backend(tmp_path: Path) -> None:
     assert isinstance(open_backend(tmp_path / "p"), LocalBackend)
     assert open_backend(str(tmp_path / "s")).location == str(tmp_path / "s")
     assert open_backend(f"file://{tmp_path}/f").location == f"{tmp_path}/f"
-    with pytest.raises(UsageError, match="S3 backend not available"):
-        open_backend("s3://bucket/x")
+    with pytest.raises(UsageError, match="S3 endpoint or region applies to s3:// locations only"):
+        open_backend(tmp_path / "q", endpoint_url="http://127.0.0.1:1")
+    with pytest.raises(UsageError, match="invalid bucket name"):
+        open_backend("s3://B/x")
     with pytest.raises(UsageError, match="ftp"):
         open_backend("ftp://host/x")
     with pytest.raises(UsageError):
         open_backend("")
+
+
+def test_get_does_not_follow_symlinks(tmp_path: Path) -> None:
+    b = LocalBackend(tmp_path / "repo")
+    (tmp_path / "secret").write_bytes(b"not an object")
+    os.symlink(tmp_path / "secret", tmp_path / "repo" / "link")
+    with pytest.raises(ObjectNotFound):
+        b.get("link")
+    with pytest.raises(ObjectNotFound):
+        b.get("link", 0, 3)
+    assert not b.exists("link")
+
+
+def test_get_of_a_directory_is_not_found(tmp_path: Path) -> None:
+    b = LocalBackend(tmp_path / "repo")
+    b.put("d/x", b"1")
+    with pytest.raises(ObjectNotFound):
+        b.get("d", 0, 1)

@@ -38,6 +38,19 @@ def validate_name(name: str) -> str:
     return name
 
 
+def validate_range(offset: int, length: int | None) -> None:
+    """Raise UsageError naming the problem unless ``offset``/``length`` form a valid range.
+
+    ``offset`` must be an int >= 0; ``length`` None (to the end) or an int >= 0.
+    """
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise UsageError(f"invalid range: offset {offset!r} must be an integer >= 0")
+    if length is not None and (
+        not isinstance(length, int) or isinstance(length, bool) or length < 0
+    ):
+        raise UsageError(f"invalid range: length {length!r} must be an integer >= 0 or None")
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Stores named byte objects and nothing else.
@@ -58,8 +71,15 @@ class Backend(Protocol):
         """
         ...
 
-    def get(self, name: str) -> bytes:
-        """Return the object's bytes; ObjectNotFound if absent."""
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the object's bytes from ``offset``, at most ``length`` of them (None: to the end).
+
+        ObjectNotFound if absent (whatever the range).  The range is clipped to
+        the object: a range running past the end returns the bytes that exist,
+        an offset at or past the end returns b"", ``length=0`` returns b"".
+        A negative offset or length raises UsageError.  Packs are read this
+        way: a restore fetches the few chunks it needs, not the whole pack.
+        """
         ...
 
     def exists(self, name: str) -> bool:

@@ -8,12 +8,17 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from filetwin.backends.base import validate_name
+from filetwin.backends.base import validate_name, validate_range
 from filetwin.errors import ObjectNotFound, RepositoryError
 from filetwin.repo.durable import TEMP_PREFIX, fsync_dir, os_error, write_atomic
 
 # A name whose path runs into a file or a directory is simply "not an object".
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+# get opens with O_NOFOLLOW: a symlink standing at an object's path (ELOOP) is
+# not an object either, as exists() says (it lstat()s).
+_ABSENT_OPEN = (*_ABSENT, errno.ELOOP)
+#: pread in pieces of at most this: one huge read() may return short anyway.
+_READ_PIECE = 8 << 20
 
 
 class LocalBackend:
@@ -62,16 +67,39 @@ class LocalBackend:
         self._make_parents(path)
         write_atomic(path, data, 0o600)
 
-    def get(self, name: str) -> bytes:
-        """Return the object's bytes; ObjectNotFound if absent."""
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the object's bytes in [offset, offset+length) clipped to its size.
+
+        ObjectNotFound if absent (a symlink or a directory at its path is not an
+        object: opened O_NOFOLLOW, checked to be a regular file).  UsageError
+        for a negative offset or length.
+        """
         path = self._path(name)
+        validate_range(offset, length)
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
-            if e.errno in _ABSENT:
+            if e.errno in _ABSENT_OPEN:
                 raise ObjectNotFound(f"object {name} not found in {self.location}") from e
+            raise os_error(f"cannot open object {name} in {self.location}", e) from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ObjectNotFound(f"object {name} not found in {self.location}")
+            end = st.st_size if length is None else min(st.st_size, offset + length)
+            pieces: list[bytes] = []
+            pos = offset
+            while pos < end:
+                piece = os.pread(fd, min(end - pos, _READ_PIECE), pos)
+                if not piece:
+                    break  # the file shrank under us: return what exists
+                pieces.append(piece)
+                pos += len(piece)
+            return b"".join(pieces)
+        except OSError as e:
             raise os_error(f"cannot read object {name} in {self.location}", e) from e
+        finally:
+            os.close(fd)
 
     def exists(self, name: str) -> bool:
         """Whether a regular file stands at the object's path."""

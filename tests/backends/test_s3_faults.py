@@ -1,0 +1,166 @@
+"""S3Backend when the real server goes away: stopped (SIGSTOP) or killed in the
+middle of a put or a get.  Every call ends, within the backend's timeout, in a
+retryable RepositoryError, and no partial object ever becomes visible: after
+the server returns, an interrupted put is absent or whole.
+
+These tests take the server away, so they run on a server of their own (not
+the session's), started once for the module.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filetwin.backends.s3 import S3Backend
+from filetwin.errors import RepositoryError, RepositoryRefused
+from tests.s3server import S3Server, fresh_location, start_server
+
+#: per-attempt connect/read timeout and attempts of the backends under test
+TIMEOUT_S = 1.0
+ATTEMPTS = 2
+#: the longest a call may take: every attempt times out, plus botocore's backoff
+#: between them (standard mode: at most 2**attempt s of jitter), plus slack
+BOUND_S = ATTEMPTS * 2 * TIMEOUT_S + 2.0 + 3.0
+BIG = 32 << 20  # more than the socket buffers hold: the body is cut short mid-way
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    yield from start_server(tmp_path_factory.mktemp("seaweedfs-faults"))
+
+
+@pytest.fixture(autouse=True)
+def server_running_after(server: S3Server) -> Iterator[None]:
+    """A test that fails half-way must not leave the next one a dead server."""
+    yield
+    if not server.running:
+        server.start()
+    else:
+        server.resume()
+
+
+def make_backend(server: S3Server, location: str | None = None) -> S3Backend:
+    return S3Backend(
+        location or fresh_location(server),
+        timeout=TIMEOUT_S,
+        attempts=ATTEMPTS,
+        **server.backend_args(),
+    )
+
+
+def on_send(backend: S3Backend, operation: str, action: Any) -> None:
+    """Run ``action`` as botocore is about to send each ``operation`` request (every attempt)."""
+
+    def handler(**_: Any) -> None:
+        action()
+
+    backend.client.meta.events.register(f"before-send.s3.{operation}", handler)
+
+
+def absent_or_whole(server: S3Server, location: str, name: str, *wholes: bytes) -> None:
+    """After the server returns: ``name`` is absent, or exactly one of ``wholes``."""
+    check = make_backend(server, location)
+    # A round trip of our own first: the server is processing requests again,
+    # after the interrupted connection (closed by the client before) was handled.
+    check.put("probe", b"p")
+    assert check.get("probe") == b"p"
+    if check.exists(name):
+        got = check.get(name)
+        assert any(got == w for w in wholes), f"partial object: {len(got)} bytes"
+        assert name in list(check.list())
+    else:
+        assert name not in list(check.list())
+
+
+def timed_failure(call: Any) -> tuple[RepositoryError, float]:
+    t0 = time.monotonic()
+    with pytest.raises(RepositoryError) as e:
+        call()
+    return e.value, time.monotonic() - t0
+
+
+def test_server_stopped_during_put(server: S3Server) -> None:
+    b = make_backend(server)
+    data = os.urandom(BIG)
+    on_send(b, "PutObject", server.pause)
+    err, took = timed_failure(lambda: b.put("packs/big", data))
+    assert took < BOUND_S, f"put took {took:.1f} s with the server stopped"
+    assert err.retryable and not isinstance(err, RepositoryRefused)
+    assert server.endpoint in str(err) and "packs/big" in str(err)
+    server.resume()
+    absent_or_whole(server, b.location, "packs/big", data)
+
+
+def test_server_stopped_during_overwrite_keeps_old_or_new(server: S3Server) -> None:
+    b = make_backend(server)
+    old, new = os.urandom(BIG), os.urandom(BIG)
+    b.put("obj", old)
+    on_send(b, "PutObject", server.pause)
+    err, took = timed_failure(lambda: b.put("obj", new))
+    assert took < BOUND_S and err.retryable
+    server.resume()
+    absent_or_whole(server, b.location, "obj", old, new)
+    assert make_backend(server, b.location).exists("obj")
+
+
+def test_server_killed_during_put(server: S3Server) -> None:
+    b = make_backend(server)
+    before = os.urandom(100_000)
+    b.put("before", before)
+    data = os.urandom(BIG)
+    on_send(b, "PutObject", server.kill)
+    err, took = timed_failure(lambda: b.put("packs/big", data))
+    assert took < BOUND_S and err.retryable
+    assert server.endpoint in str(err)
+    server.start()  # same data directory, same ports
+    absent_or_whole(server, b.location, "packs/big", data)
+    assert make_backend(server, b.location).get("before") == before
+
+
+def test_server_stopped_during_get(server: S3Server) -> None:
+    b = make_backend(server)
+    b.put("obj", os.urandom(1 << 20))
+    on_send(b, "GetObject", server.pause)
+    for call in (lambda: b.get("obj"), lambda: b.get("obj", 10, 100), lambda: b.exists("obj")):
+        err, took = timed_failure(call)
+        assert took < BOUND_S, f"took {took:.1f} s with the server stopped"
+        assert err.retryable and "timed out" in str(err)
+
+
+def test_server_stopped_before_list_and_delete(server: S3Server) -> None:
+    b = make_backend(server)
+    b.put("a/1", b"1")
+    server.pause()
+    for call in (lambda: list(b.list("a/")), lambda: b.delete("a/1")):
+        err, took = timed_failure(call)
+        assert took < BOUND_S and err.retryable
+    server.resume()
+    assert list(b.list("a/")) in (["a/1"], [])
+
+
+def test_server_down_then_back(server: S3Server) -> None:
+    b = make_backend(server)
+    b.put("kept", b"kept")
+    server.kill()
+    err, took = timed_failure(lambda: b.get("kept"))
+    assert took < BOUND_S and err.retryable and server.endpoint in str(err)
+    server.start()
+    # The same backend object works again once the server is back.
+    assert b.get("kept") == b"kept"
+    b.put("after", b"after")
+    assert sorted(b.list()) == ["after", "kept"]
+
+
+def test_restart_keeps_the_data(server: S3Server, tmp_path: Path) -> None:
+    b = make_backend(server)
+    blobs = {f"o/{i}": os.urandom(1000 * i) for i in range(5)}
+    for name, blob in blobs.items():
+        b.put(name, blob)
+    server.restart()
+    assert {n: b.get(n) for n in b.list("o/")} == blobs
