@@ -106,7 +106,13 @@ def read_page(
     db = sqlite3.connect(f"file:{table_path}?mode=ro", uri=True, timeout=10)
     db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
     try:
-        matched = db.execute(f"SELECT count(*) FROM entries {where}", (text, state)).fetchone()[0]
+        by_state = dict(db.execute("SELECT state, count(*) FROM entries GROUP BY state"))
+        if text:
+            matched = db.execute(f"SELECT count(*) FROM entries {where}", (text, state)).fetchone()[
+                0
+            ]
+        else:  # one scan fewer: the counts by state answer it
+            matched = by_state.get(state, 0) if state else sum(by_state.values())
         pages_n = max(1, -(-matched // size))
         page = min(max(1, page), pages_n)
         paths = [
@@ -116,7 +122,6 @@ def read_page(
                 (text, state, size, (page - 1) * size),
             )
         ]
-        by_state = dict(db.execute("SELECT state, count(*) FROM entries GROUP BY state"))
     finally:
         db.close()
     return {
