@@ -655,3 +655,7 @@ for _command in (recover, verify, mount, status, service):
 from .cli_dashboard import dashboard  # noqa: E402, I001 - registered last, in its own module
 
 main.add_command(dashboard)
+
+from .cli_extras import register  # noqa: E402 - diff, completion, man in their own modules
+
+register(main)

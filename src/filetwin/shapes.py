@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, NamedTuple, NotRequired, TypedDict
 
 from msgspec import Meta, Struct
 
-from .policy import MAX_KEEP, MAX_RETRIES, MAX_TIMEOUT_S
+from .policy import MAX_KEEP, MAX_RETRIES, MAX_TIMEOUT_S, POLICY_FIELDS
 
 #: integers on the wire are signed 64-bit: SQLite and the journal's records hold no more
 INT_MAX = (1 << 63) - 1
@@ -74,6 +74,22 @@ Timeout = Annotated[
     float, Meta(gt=0, le=MAX_TIMEOUT_S, description="a job's deadline in seconds")
 ]
 Keep = Annotated[int, Meta(ge=1, le=MAX_KEEP, description="versions kept")]
+KeepWithin = Annotated[
+    str | int,
+    Meta(
+        description="keep every version within this duration of the newest one: 7d, 12h, "
+        "30m, 2w, 90s or combined (1d12h); a number is seconds; 0 turns the rule off"
+    ),
+]
+PeriodCount = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=MAX_KEEP,
+        description="keep the newest version of each of the last N periods that hold one "
+        "(0 turns the rule off)",
+    ),
+]
 VersionId = Annotated[
     str,
     Meta(
@@ -110,6 +126,11 @@ class AddBody(Body):
     timeout: Timeout | None = None
     keep: Keep | None = None
     sync: SyncMode | None = None
+    keep_within: KeepWithin | None = None
+    keep_hourly: PeriodCount | None = None
+    keep_daily: PeriodCount | None = None
+    keep_weekly: PeriodCount | None = None
+    keep_monthly: PeriodCount | None = None
 
 
 class UpdateBody(Body):
@@ -120,10 +141,15 @@ class UpdateBody(Body):
     timeout: Timeout | None = None
     keep: Keep | None = None
     sync: SyncMode | None = None
+    keep_within: KeepWithin | None = None
+    keep_hourly: PeriodCount | None = None
+    keep_daily: PeriodCount | None = None
+    keep_weekly: PeriodCount | None = None
+    keep_monthly: PeriodCount | None = None
 
 
 #: the policy fields of /add and /update (Policy.updated's names)
-POLICY_KEYS = ("backup", "recovery", "retries", "timeout", "keep", "sync")
+POLICY_KEYS = tuple(POLICY_FIELDS)
 
 
 class RemoveBody(Body):
@@ -249,6 +275,11 @@ class Entry(TypedDict):
     sync_mode: Literal["always", "batch"]
     created_at: Time
     last_job_kind: str | None
+    keep_within_s: int | None
+    keep_hourly: int
+    keep_daily: int
+    keep_weekly: int
+    keep_monthly: int
     purge: NotRequired[bool]
 
 
