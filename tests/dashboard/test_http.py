@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -309,3 +310,36 @@ def test_cli_when_disabled_or_not_served(make_dash: Callable[..., DashDaemon]) -
     assert result.stdout == ""
     plain = run_cli("dashboard", "--help")
     assert "enabled = true" in plain.stdout
+
+
+def test_a_name_that_is_not_utf8(dash: DashDaemon, files: Path) -> None:
+    """Links and forms carry the name's bytes: the restore reaches the same file."""
+    f = os.fsdecode(os.path.join(os.fsencode(files), b"caf\xe9.txt"))
+    with open(os.fsencode(f), "wb") as fh:
+        fh.write(b"one\n")
+    dash.client.add(os.fsencode(f))
+    with open(os.fsencode(f), "wb") as fh:
+        fh.write(b"two\n")
+    cookies = {"Cookie": dash.cookies()}
+    status, _h, page = dash.get("/", cookies)
+    assert status == 200 and "caf\ufffd.txt" in page
+    link = re.search(r'href="(/file\?path=[^"]+)"', page)
+    assert link and "caf%E9.txt" in link.group(1)
+    status, _h, page = dash.get(html.unescape(link.group(1)), cookies)
+    assert status == 200
+    ask = re.search(r'href="(/restore\?[^"]+)"', page)
+    assert ask
+    status, _h, confirm = dash.get(html.unescape(ask.group(1)), cookies)
+    assert status == 200 and "Kept aside" in confirm
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', confirm))
+    status, _h, _b = dash.get(
+        "/action/restore",
+        {**cookies, "Origin": f"http://127.0.0.1:{dash.port}"},
+        "POST",
+        urlencode({k: html.unescape(v) for k, v in fields.items()}),
+    )
+    assert status == 303
+    wait_until(
+        lambda: any(e["kind"] == "restore" for e in dash.client.events(os.fsencode(f))),
+        what="the restore event",
+    )

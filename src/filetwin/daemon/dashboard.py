@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -55,6 +55,8 @@ PAGE_SIZE = 100
 EVENTS_SHOWN = 50
 #: a live event stream sends a comment this often, so a dead browser is noticed
 SSE_KEEPALIVE_S = 15.0
+#: an idle keep-alive connection is closed after this long
+IDLE_TIMEOUT_S = 15.0
 #: live event streams open at once, at most (each holds a descriptor)
 MAX_STREAMS = 16
 #: sessions whose pending messages are kept (the oldest are dropped past it)
@@ -169,7 +171,12 @@ class Dashboard:
 
     async def start(self) -> None:
         self.runner = web.AppRunner(
-            self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+            self.app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1.0,
+            # An idle browser connection is closed soon: descriptors are a shared budget.
+            keepalive_timeout=IDLE_TIMEOUT_S,
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port, backlog=16)
@@ -209,7 +216,7 @@ class Dashboard:
                 pages.message_page("wrong token", "this is not the dashboard's token", _HINT), 403
             )
         rest = {k: v for k, v in _query(request).items() if k != "token"}
-        clean = request.path + ("?" + urlencode(rest) if rest else "")
+        clean = request.path + ("?" + pages.query_string(rest) if rest else "")
         response = _see_other(clean)
         cookie = {"httponly": True, "samesite": "Strict", "path": "/"}
         response.set_cookie(self.origins.cookie_name(), self.token, **cookie)  # type: ignore[arg-type]
@@ -461,7 +468,10 @@ class Dashboard:
     async def confirm_restore(self, request: web.Request) -> web.Response:
         """GET: the confirmation page of a restore (it changes nothing)."""
         q = _query(request)
-        path, _entry = await self._entry_path(q.get("path"))
+        raw = q.get("path")
+        if raw is None and "qpath" in q:  # the file page's form: the name's exact bytes
+            raw = unquote(q["qpath"], errors="surrogateescape")
+        path, _entry = await self._entry_path(raw)
         version, at, to = _restore_fields(q)
         what = (
             f"version {version}"

@@ -26,6 +26,11 @@ def h(value: Any) -> str:
     return html.escape(text, quote=True)
 
 
+def query_string(fields: dict[str, str]) -> str:
+    """``urlencode`` keeping a file name's undecodable bytes (surrogate escapes) exact."""
+    return urlencode(fields, errors="surrogateescape")
+
+
 def qpath(path: str) -> str:
     """A path percent-encoded from its bytes (the inverse of ``unquote_path``)."""
     return quote(path, safe="/", errors="surrogateescape")
@@ -102,7 +107,7 @@ def summary_line(page: dict[str, Any]) -> str:
 
 
 def _page_link(query: dict[str, str], page: int) -> str:
-    return "/?" + urlencode({**query, "page": str(page)})
+    return "/?" + query_string({**query, "page": str(page)})
 
 
 def table_page(page: dict[str, Any], query: dict[str, str], events: str, csrf: str) -> str:
@@ -118,7 +123,7 @@ def table_page(page: dict[str, Any], query: dict[str, str], events: str, csrf: s
         f'<option value="{s}"{" selected" if query.get("state") == s else ""}>{s}</option>'
         for s in STATES
     )
-    rows_src = "/rows?" + urlencode({**query, "page": str(number)})
+    rows_src = "/rows?" + query_string({**query, "page": str(number)})
     body = (
         '<form class="filter" method="get" action="/">'
         f'<input type="search" name="filter" value="{h(query.get("filter", ""))}" '
@@ -182,7 +187,7 @@ def timeline(versions: list[dict[str, Any]], journal: dict[str, Any] | None, pat
     """Versions, closes and marks in time order, each with a link to restore it."""
     items: list[tuple[str, int, str]] = []
     for v in versions:
-        ask = "/restore?" + urlencode({"path": path, "version": v["id"]})
+        ask = "/restore?" + query_string({"path": path, "version": v["id"]})
         items.append(
             (
                 v["time"],
@@ -195,7 +200,7 @@ def timeline(versions: list[dict[str, Any]], journal: dict[str, Any] | None, pat
             )
         )
     for c in (journal or {}).get("closes", []):
-        ask = "/restore?" + urlencode({"path": path, "at": f"seq:{c['seq']}"})
+        ask = "/restore?" + query_string({"path": path, "at": f"seq:{c['seq']}"})
         cls, what = ("close", "close") if c["ok"] else ("close failed", "close FAILED")
         items.append(
             (
@@ -206,7 +211,7 @@ def timeline(versions: list[dict[str, Any]], journal: dict[str, Any] | None, pat
             )
         )
     for m in (journal or {}).get("marks", []):
-        ask = "/restore?" + urlencode({"path": path, "at": f"mark:{m['name']}"})
+        ask = "/restore?" + query_string({"path": path, "at": f"mark:{m['name']}"})
         items.append(
             (
                 m["time"],
@@ -289,7 +294,7 @@ def file_page(
     )
     parts.append(
         '<form class="restore" method="get" action="/restore"><h2>Restore</h2>'
-        f'<input type="hidden" name="path" value="{h(path)}">'
+        f'<input type="hidden" name="qpath" value="{h(qpath(path))}">'
         f'<label>version <select name="version"><option value="">—</option>{options}</select>'
         '</label> <label>or moment <input name="at" placeholder="2026-11-25T10:00:00Z, seq:N, '
         'mark:NAME"></label><br><label><input type="radio" name="where" value="in-place" checked>'
