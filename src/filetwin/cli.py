@@ -353,7 +353,7 @@ def _offline_repo(path: str | None = None) -> tuple[Any, str | None]:
     """
     config = ctx_obj().config()
     names = () if path is None else entry_candidates(path)
-    repo = open_existing(repository_location(config, names))
+    repo = open_existing(repository_location(config, names), config.state_dir)
     if path is None:
         return repo, None
     for name in names:
@@ -652,10 +652,20 @@ def _events_offline(path: str | None, limit: int | None) -> list[dict[str, Any]]
 
 for _command in (recover, verify, mount, status, service):
     main.add_command(_command)
+
 from .cli_dashboard import dashboard  # noqa: E402, I001 - registered last, in its own module
 
 main.add_command(dashboard)
 
+from .cli_reload import reload  # noqa: E402 - registered in its own module
+
+main.add_command(reload)
+
 from .cli_extras import register  # noqa: E402 - diff, completion, man in their own modules
 
 register(main)
+
+from .cli_repo import init, key, migrate  # noqa: E402 - the repository's own commands
+
+for _command in (init, key, migrate):
+    main.add_command(_command)

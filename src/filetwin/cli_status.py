@@ -15,7 +15,9 @@ from collections import Counter
 from typing import Any
 
 import click
+import msgspec
 
+from . import status_rows
 from .cli_common import (
     SHORT_WAIT,
     ctx_obj,
@@ -30,24 +32,46 @@ from .errors import NotFound
 STATES = ("watching", "paused", "missing", "error")
 FORMATS = ("table", "plain", "tsv", "json")
 #: the columns of plain and TSV output, in order (the path is always last)
-COLUMNS = ("state", "backup", "recovery", "result", "versions", "last_backup", "job", "path")
+COLUMNS = (
+    "state",
+    "backup",
+    "recovery",
+    "source",
+    "result",
+    "versions",
+    "last_backup",
+    "job",
+    "path",
+)
+#: rows the table format shows unless --all or --limit says otherwise
+TABLE_ROWS = 50
 
 
 def unhealthy(row: dict[str, Any]) -> bool:
     """An entry that needs attention: missing, in error, or whose last job failed."""
-    return row["state"] in ("missing", "error") or row["last_result"] in ("failed", "timeout")
+    return status_rows.unhealthy(row["state"], row["last_result"])
+
+
+def summary_line(counts: dict[str, Any]) -> str:
+    """One line: how many entries, by state and by last result (GET /status/summary)."""
+    total = counts["total"]
+    by_state = ", ".join(f"{n} {s}" for s, n in sorted(counts["states"].items()))
+    by_result = ", ".join(f"{n} {s}" for s, n in sorted(counts["results"].items()))
+    noun = "entry" if total == 1 else "entries"
+    line = f"{total} {noun}: {by_state}; last results: {by_result}"
+    return line + (f"; {counts['attention']} need attention" if counts["attention"] else "")
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    """One line: how many entries, by state and by last result."""
-    states = Counter(r["state"] for r in rows)
-    results = Counter(r["last_result"] or "none" for r in rows)
-    by_state = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-    by_result = ", ".join(f"{n} {s}" for s, n in sorted(results.items()))
-    noun = "entry" if len(rows) == 1 else "entries"
-    attention = sum(1 for r in rows if unhealthy(r))
-    line = f"{len(rows)} {noun}: {by_state}; last results: {by_result}"
-    return line + (f"; {attention} need attention" if attention else "")
+    """``summary_line`` of rows the client holds."""
+    return summary_line(
+        {
+            "total": len(rows),
+            "states": Counter(r["state"] for r in rows),
+            "results": Counter(r["last_result"] or "none" for r in rows),
+            "attention": sum(1 for r in rows if unhealthy(r)),
+        }
+    )
 
 
 def _fields(r: dict[str, Any]) -> dict[str, str]:
@@ -61,6 +85,7 @@ def _fields(r: dict[str, Any]) -> dict[str, str]:
         "state": state,
         "backup": r["backup_mode"],
         "recovery": r["recovery_mode"],
+        "source": r.get("source") or "cli",
         "result": r["last_result"] or "-",
         "versions": str(r["versions"]),
         "last_backup": r["last_backup_at"] or "-",
@@ -124,9 +149,23 @@ def _print_rows(rows: list[dict[str, Any]], fmt: str) -> None:
     help="Only entries that need attention: missing, in error, or whose last job failed.",
 )
 @click.option(
+    "--source",
+    type=click.Choice(status_rows.SOURCES),
+    default=None,
+    help="Only entries named in the config's [[protect]] tables (config) or added by hand (cli).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"Show at most N rows (the table format shows {TABLE_ROWS} unless told otherwise).",
+)
+@click.option("--all", "show_all", is_flag=True, help="Show every row, however many.")
+@click.option(
     "--check",
     is_flag=True,
-    help="Exit 1 if any entry shown is missing, in error, or its last job failed (for monitoring).",
+    help="Exit 1 if any entry matching is missing, in error, or its last job failed "
+    "(for monitoring).",
 )
 @handle_errors
 def status(
@@ -135,39 +174,95 @@ def status(
     fmt: str | None,
     states: tuple[str, ...],
     failed: bool,
+    source: str | None,
+    limit: int | None,
+    show_all: bool,
     check: bool,
 ) -> None:
     """Show the management table: each entry's policy and live state.
 
-    PATH names one entry, or a directory: the entries under it. A summary line
-    (entries by state and by last result) ends the table and plain outputs.
+    PATH narrows it to one entry, or to the entries under a directory.
+    --state, --failed and --source filter the rows (on the daemon: fast for
+    100,000 entries). On a terminal the table shows the first 50 rows in
+    path order and says how many more there are (--all shows every one,
+    --limit N that many); plain and TSV output (the default when piped) and
+    --json print every matching row unless --limit is given. A summary line
+    (every matching entry, by state and by last result) ends the table and
+    plain outputs. SOURCE says who named the entry: config (a [[protect]]
+    table, see `filetwin reload --help`) or cli (`filetwin add`).
+
+    \b
+    Examples:
+      filetwin status                      # the first 50 rows and the summary
+      filetwin status --failed --all       # every entry that needs attention
+      filetwin status /srv/app --json      # the entries under /srv/app, for jq
     """
     client = ctx_obj().client(SHORT_WAIT)
-    if path is None:
-        rows = client.status()
-    else:
-        try:
-            rows = [client.status(path)]
-        except NotFound:
-            prefix = os.path.abspath(path).rstrip("/") + "/"
-            rows = [r for r in client.status() if r["path"].startswith(prefix)]
-            if not rows:
-                raise
-    if states:
-        rows = [r for r in rows if r["state"] in states]
-    if failed:
-        rows = [r for r in rows if unhealthy(r)]
     fmt = "json" if as_json else fmt or ("table" if sys.stdout.isatty() else "plain")
+    filters: dict[str, Any] = {
+        "state": ",".join(states) or None,
+        "failed": failed,
+        "source": source,
+    }
+    if path is not None:
+        try:
+            entry = client.status(path)
+        except NotFound:
+            filters["prefix"] = os.path.abspath(path)
+            entry = None
+        if entry is not None:
+            _show_one(entry, fmt, filters, check)
+            return
+    if limit is None and fmt == "table" and not show_all:
+        limit = TABLE_ROWS
+    if show_all:
+        limit = None
+    raw, total = client.status_page(**filters, limit=limit)
+    counts = client.status_summary(**filters) if fmt != "json" or check else None
+    if total == 0 and path is not None:
+        raise NotFound(f"{path} is not protected and no entry is under it (see `filetwin status`)")
     if fmt == "json":
-        emit_json(rows)
-    elif not rows and fmt != "tsv":
-        filtered = path is not None or states or failed
+        if sys.stdout.isatty():
+            emit_json(msgspec.json.decode(raw))
+        else:
+            # The daemon's JSON as it came: 100,000 rows are never decoded here.
+            sys.stdout.buffer.write(raw + b"\n")
+            sys.stdout.flush()
+    elif total == 0 and fmt != "tsv":
+        filtered = path is not None or states or failed or source
         out.print(
             "no entry matches"
             if filtered
             else "no files are protected yet (see `filetwin add --help`)",
             markup=False,
         )
+    else:
+        rows = msgspec.json.decode(raw)
+        _print_rows(rows, fmt)
+        if fmt != "tsv":
+            if total > len(rows):
+                out.print(
+                    f"… {total - len(rows)} more (use --all, --limit N or --json)", markup=False
+                )
+            assert counts is not None
+            out.print(summary_line(counts), markup=False)
+    if check and counts is not None and counts["attention"]:
+        sys.exit(1)
+
+
+def _show_one(entry: dict[str, Any], fmt: str, filters: dict[str, Any], check: bool) -> None:
+    """PATH named an entry: that one row, if the filters keep it."""
+    rows = [entry]
+    if filters["state"]:
+        rows = [r for r in rows if r["state"] in filters["state"].split(",")]
+    if filters["failed"]:
+        rows = [r for r in rows if unhealthy(r)]
+    if filters["source"]:
+        rows = [r for r in rows if (r.get("source") or "cli") == filters["source"]]
+    if fmt == "json":
+        emit_json(rows)
+    elif not rows and fmt != "tsv":
+        out.print("no entry matches", markup=False)
     else:
         _print_rows(rows, fmt)
         if fmt != "tsv":

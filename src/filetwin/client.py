@@ -128,6 +128,22 @@ class Client:
         An error answer raises the exception class it names, with its message;
         DaemonUnavailable when no daemon answers within ``timeout``.
         """
+        response, raw = self._exchange(method, url, payload)
+        try:
+            data = json.loads(raw) if raw else None
+        except json.JSONDecodeError as e:
+            raise FiletwinError(
+                f"the daemon answered something that is not JSON: {raw[:200]!r}"
+            ) from e
+        if response.status >= 400:
+            err = data if isinstance(data, dict) else {}
+            raise error_from(err.get("type"), str(err.get("error", f"HTTP {response.status}")))
+        return data
+
+    def _exchange(
+        self, method: str, url: str, payload: dict[str, Any] | None = None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request: the response (status, headers) and its whole body, unparsed."""
         conn, response = self._open(method, url, payload)
         try:
             raw = response.read()
@@ -140,16 +156,7 @@ class Client:
             ) from e
         finally:
             conn.close()
-        try:
-            data = json.loads(raw) if raw else None
-        except json.JSONDecodeError as e:
-            raise FiletwinError(
-                f"the daemon answered something that is not JSON: {raw[:200]!r}"
-            ) from e
-        if response.status >= 400:
-            err = data if isinstance(data, dict) else {}
-            raise error_from(err.get("type"), str(err.get("error", f"HTTP {response.status}")))
-        return data
+        return response, raw
 
     def _get(self, url: str, **query: Any) -> Any:
         params = {k: v for k, v in query.items() if v is not None}
@@ -271,6 +278,74 @@ class Client:
             return rows
         entry: dict[str, Any] = self._get("/status", path=_abs(path))[0]
         return entry
+
+    def status_page(
+        self,
+        *,
+        state: str | None = None,
+        failed: bool = False,
+        prefix: str | os.PathLike[str] | bytes | None = None,
+        source: str | None = None,
+        offset: int | None = None,
+        limit: int | None = None,
+    ) -> tuple[bytes, int]:
+        """The entries the filters match, in path order (``offset`` skipped, at most
+        ``limit``), as the daemon's JSON array unparsed (a list of ``status``
+        rows: pass it on or decode it), and how many matched in all.
+
+        ``state``: one or several, comma-separated; ``failed``: only entries that
+        need attention; ``prefix``: that entry and those under it; ``source``:
+        ``config`` or ``cli``. UsageError names a bad filter.
+        """
+        params = {
+            "state": state,
+            "failed": "1" if failed else None,
+            "prefix": None if prefix is None else _abs(prefix),
+            "source": source,
+            "offset": offset,
+            "limit": limit,
+        }
+        url = "/status"
+        given = {k: v for k, v in params.items() if v is not None}
+        if given:
+            url += "?" + query_string(given)
+        response, raw = self._exchange("GET", url)
+        if response.status >= 400:
+            try:
+                err = json.loads(raw)
+            except ValueError:
+                err = {}
+            err = err if isinstance(err, dict) else {}
+            raise error_from(err.get("type"), str(err.get("error", f"HTTP {response.status}")))
+        total = response.getheader("X-Total-Count")
+        return raw, int(total) if total and total.isdigit() else -1
+
+    def status_summary(
+        self,
+        *,
+        state: str | None = None,
+        failed: bool = False,
+        prefix: str | os.PathLike[str] | bytes | None = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """The entries the filters (as ``status_page``) match, counted:
+        ``{"total", "states", "results", "attention"}``."""
+        result: dict[str, Any] = self._get(
+            "/status/summary",
+            state=state,
+            failed="1" if failed else None,
+            prefix=None if prefix is None else _abs(prefix),
+            source=source,
+        )
+        return result
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config's ``[[protect]]`` tables and apply them (``filetwin
+        reload``): ``{"added", "updated", "removed", "unchanged", "notes",
+        "failures", "message", "config_file"}``. UsageError naming the config file
+        and line if any table is bad; nothing is changed then."""
+        result: dict[str, Any] = self.request("POST", "/reload", {})
+        return result
 
     def backup(self, path: str | os.PathLike[str] | bytes) -> Version:
         """Take a version of ``path`` now; returns it once stored (a ``history`` item).

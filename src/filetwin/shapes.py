@@ -221,6 +221,35 @@ class OptionalPathQuery(Query):
     path: PathText | None = None
 
 
+class StatusFilters(Query):
+    """Which entries a status listing holds (daemon/status_api.py); all must match."""
+
+    state: (
+        Annotated[str, Meta(description="watching, paused, missing or error; several: a,b")]
+        | None
+    ) = None
+    failed: (
+        Annotated[
+            Literal["", "0", "1", "false", "true"],
+            Meta(description="1: only entries missing, in error, or whose last job failed"),
+        ]
+        | None
+    ) = None
+    prefix: (
+        Annotated[str, Meta(description="an absolute path: that entry and those under it")]
+        | None
+    ) = None
+    source: (
+        Annotated[Literal["cli", "config"], Meta(description="who named the entry")] | None
+    ) = None
+
+
+class StatusQuery(StatusFilters):
+    path: PathText | None = None
+    offset: Annotated[Count, Meta(description="matching rows skipped (default 0)")] | None = None
+    limit: Annotated[Count, Meta(description="rows at most (default all)")] | None = None
+
+
 class PathQuery(Query):
     path: PathText
 
@@ -388,6 +417,28 @@ class Journal(TypedDict):
     torn: TornTail | None
 
 
+class StatusSummary(TypedDict):
+    """The entries a status filter matches, counted (``GET /status/summary``)."""
+
+    total: int
+    states: dict[str, int]
+    results: Annotated[dict[str, int], Meta(description="by last result; none: no job yet")]
+    attention: Annotated[int, Meta(description="missing, in error, or last job failed")]
+
+
+class Reloaded(TypedDict):
+    """What a reload of the config's ``[[protect]]`` tables changed (``POST /reload``)."""
+
+    config_file: str
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+    unchanged: int
+    notes: list[str]
+    failures: list[str]
+    message: str
+
+
 class Healed(TypedDict):
     """A heal's result: ``healed`` false with ``status`` and ``message`` when nothing
     was healed (the file verifies clean, or is newer than its newest state)."""
@@ -474,9 +525,24 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/status",
         "The management table, or one entry",
-        query=OptionalPathQuery,
+        query=StatusQuery,
         answer=list[Entry],
-        note="list of entries (shape of `filetwin status --json`)",
+        note="list of entries (shape of `filetwin status --json`) in path order; with "
+        "filters or a limit, X-Total-Count says how many matched in all",
+    ),
+    Route(
+        "GET",
+        "/status/summary",
+        "The entries a status filter matches, counted by state and last result",
+        query=StatusFilters,
+        answer=StatusSummary,
+    ),
+    Route(
+        "POST",
+        "/reload",
+        "Re-read the config's [[protect]] tables and apply them",
+        answer=Reloaded,
+        note="a bad table changes nothing: 400 naming the config file and line",
     ),
     Route(
         "POST",

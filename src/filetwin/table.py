@@ -7,7 +7,6 @@ seconds and shown as ISO 8601 UTC by ``as_json``.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 from .errors import Conflict, NotFound, StateError
 from .policy import Policy
+from .status_rows import Filters, Page, StatusRows
 from .timefmt import iso
 
 SCHEMA = """
@@ -89,6 +89,7 @@ ENTRY_FIELDS = [
     "keep_daily",
     "keep_weekly",
     "keep_monthly",
+    "source",
 ]
 
 #: columns added after the first release: (name, declaration), added at open
@@ -100,6 +101,8 @@ MIGRATIONS = [
     ("keep_daily", "INTEGER NOT NULL DEFAULT 0"),
     ("keep_weekly", "INTEGER NOT NULL DEFAULT 0"),
     ("keep_monthly", "INTEGER NOT NULL DEFAULT 0"),
+    # who named the entry: cli (filetwin add, the API) or config ([[protect]])
+    ("source", "TEXT NOT NULL DEFAULT 'cli'"),
 ]
 
 
@@ -174,6 +177,17 @@ class Table:
             ]
         except sqlite3.Error as e:
             raise StateError(f"cannot open the management table {path}: {e}") from e
+        #: the status rows kept as JSON (status_rows.py); told of every committed write
+        self.status_rows = StatusRows(path, self._row_json_sql(), self._slow_status_row)
+        #: entries written inside the open transaction: told to status_rows at its end
+        self._tx_touched: list[str] | None = None
+
+    def _touched(self, path: str) -> None:
+        """``path``'s row was written: after COMMIT when inside a transaction."""
+        if self._tx_touched is not None:
+            self._tx_touched.append(path)
+        else:
+            self.status_rows.touch((path,))
 
     def _exec(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
         """Run one statement; a failure of the database (a full or failing state
@@ -192,21 +206,29 @@ class Table:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         self._exec("BEGIN IMMEDIATE")
+        self._tx_touched = []
         try:
-            yield
-        except BaseException:
-            self._exec("ROLLBACK")
-            raise
-        self._exec("COMMIT")
+            try:
+                yield
+            except BaseException:
+                self._exec("ROLLBACK")
+                raise
+            self._exec("COMMIT")
+        finally:
+            # After COMMIT (or ROLLBACK: reading a row again is harmless).
+            touched, self._tx_touched = self._tx_touched, None
+            self.status_rows.touch(touched)
 
     # entries -----------------------------------------------------------
-    def add(self, path: str, policy: Policy, repository: str) -> dict[str, Any]:
+    def add(
+        self, path: str, policy: Policy, repository: str, source: str = "cli"
+    ) -> dict[str, Any]:
         try:
             self._exec(
                 "INSERT INTO entries (path, backup_mode, recovery_mode, retries, timeout_s, keep,"
                 " sync_mode, repository, state, pending_change, created_at, keep_within_s,"
-                " keep_hourly, keep_daily, keep_weekly, keep_monthly)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'watching', 'add', ?, ?, ?, ?, ?, ?)",
+                " keep_hourly, keep_daily, keep_weekly, keep_monthly, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'watching', 'add', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     path,
                     policy.backup_mode,
@@ -222,10 +244,12 @@ class Table:
                     policy.keep_daily,
                     policy.keep_weekly,
                     policy.keep_monthly,
+                    source,
                 ),
             )
         except sqlite3.IntegrityError as e:
             raise Conflict(f"{path} is already protected") from e
+        self._touched(path)
         return self.require(path)
 
     def get(self, path: str) -> dict[str, Any] | None:
@@ -238,15 +262,11 @@ class Table:
             raise NotFound(f"{path} is not protected (no such entry; see `filetwin status`)")
         return row
 
-    def status_json(self) -> str:
-        """Every entry in the public status shape, as one JSON array built by SQLite.
-
-        ``status`` of 100,000 entries must answer within a second: building
-        the JSON in SQLite's C code avoids a Python dict per row.
-        """
-        cols = self._status_columns
+    def _row_json_sql(self) -> str:
+        """SQL building one row's public status shape as a JSON object in SQLite's
+        C code (no Python dict per row; see status_rows.py)."""
         parts = []
-        for c in cols:
+        for c in self._status_columns:
             if c in TIME_FIELDS:
                 # Whole seconds, then truncated milliseconds: timefmt.iso's arithmetic.
                 secs = f"(CAST({c} AS INTEGER) - ({c} < CAST({c} AS INTEGER)))"
@@ -260,25 +280,30 @@ class Table:
             else:
                 expr = c
             parts.append(f"'{c}', {expr}")
-        sql = (
-            f"SELECT json_group_array(json_object({', '.join(parts)})) "
-            "FROM (SELECT * FROM entries ORDER BY path)"
-        )
-        # Its own connection: callers run this in a thread, and a WAL reader
-        # does not block the daemon's writes meanwhile.
-        db = sqlite3.connect(self.path, timeout=10)
-        db.text_factory = _decode
-        try:
-            row = db.execute(sql).fetchone()
-        except sqlite3.Error as e:
-            raise StateError(f"the management table {self.path} cannot be read: {e}") from e
-        finally:
-            db.close()
-        text = str(row[0]) if row and row[0] is not None else "[]"
-        if not _is_utf8(text):
-            # SQLite's JSON does not escape the surrogates of a non-UTF-8 name.
-            return json.dumps([_status_shape(r, cols) for r in self.all()])
-        return text
+        return f"json_object({', '.join(parts)})"
+
+    def _slow_status_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        return _status_shape(row, self._status_columns)
+
+    def status_page(
+        self,
+        filters: Filters | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+        counts: bool = True,
+    ) -> Page:
+        """The entries ``filters`` match, in path order, as a JSON array of the public
+        status shape (``offset`` skipped, at most ``limit``), with their counts
+        when ``counts``.
+
+        Safe to call from a thread other than the writer's (its own connection;
+        a WAL reader does not block the daemon's writes).
+        """
+        return self.status_rows.select(filters, offset, limit, counts)
+
+    def status_json(self) -> str:
+        """Every entry in the public status shape, as one JSON array."""
+        return self.status_page().body.decode()
 
     def all(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._exec("SELECT * FROM entries ORDER BY path")]
@@ -295,6 +320,7 @@ class Table:
         self._exec(
             f"UPDATE entries SET {assignments} WHERE path = ?", (*fields.values(), path)
         )
+        self._touched(path)
 
     def start_job(self, path: str, kind: str) -> None:
         """Show a job of ``kind`` running on the entry (its worker pid comes later)."""
@@ -306,6 +332,7 @@ class Table:
 
     def delete(self, path: str) -> None:
         self._exec("DELETE FROM entries WHERE path = ?", (path,))
+        self._touched(path)
 
     @staticmethod
     def policy_of(row: dict[str, Any]) -> Policy:

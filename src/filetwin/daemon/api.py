@@ -30,7 +30,6 @@ import socket
 import sqlite3
 import struct
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -53,6 +52,7 @@ from .entrypaths import (
 )
 from .mounts import routes as mount_routes
 from .openapi import OPENAPI
+from .status_api import StatusQueries
 
 log = logging.getLogger("filetwin.api")
 
@@ -349,7 +349,7 @@ def check_policy(data: dict[str, Any]) -> None:
 class Api:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._status_pool = ThreadPoolExecutor(1, thread_name_prefix="status")
+        self._statuses = StatusQueries(engine.table)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[guard], client_max_size=64 << 20)
@@ -359,6 +359,7 @@ class Api:
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/metrics", self.metrics)
         r.add_get("/status", self.status)
+        r.add_get("/status/summary", self.status_summary)
         r.add_post("/add", self.add)
         r.add_post("/update", self.update)
         r.add_post("/pause", self.pause)
@@ -376,6 +377,7 @@ class Api:
         r.add_post("/recover", self.recover)
         r.add_post("/verify", self.verify)
         app.router.add_routes(mount_routes(self.engine.mounts))
+        app.router.add_routes(self.engine.reconciler.routes())
         return app
 
     async def _path(self, raw: Any) -> str:
@@ -412,13 +414,15 @@ class Api:
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status(self, request: web.Request) -> web.Response:
-        raw = parse_query(request, shapes.OptionalPathQuery).path
+        raw = parse_query(request, shapes.StatusQuery).path
         if raw is None:
-            # Its own thread: the shared pool may be busy with the engine's work.
-            loop = asyncio.get_running_loop()
-            text = await loop.run_in_executor(self._status_pool, self.engine.table.status_json)
-            return web.Response(text=text, content_type="application/json")
+            # Filters and paging: daemon/status_api.py.
+            return await self._statuses.listing(query(request))
         return web.json_response(self.engine.status(await self._path(raw)))
+
+    async def status_summary(self, request: web.Request) -> web.Response:
+        parse_query(request, shapes.StatusFilters)
+        return web.json_response(await self._statuses.summary(query(request)))
 
     async def add(self, request: web.Request) -> web.Response:
         data = await parse_body(request, shapes.AddBody)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..backends import open_backend
 from ..capture.leases import ignore_lease_breaks, open_for_writing
 from ..capture.watcher import Watcher
 from ..config import Config
@@ -28,7 +27,9 @@ from ..errors import (
 )
 from ..heal import IO_ERRNOS
 from ..policy import Policy
-from ..repo import Manifest, Repository
+from ..repo import Manifest
+from ..repo.crypto import export_keys, passphrase_from_env
+from ..repo.opening import open_repository
 from ..table import Table, as_json
 from .closes import FailedCloses
 from .entrypaths import validate_new_paths
@@ -40,6 +41,7 @@ from .metrics import Metrics
 from .mounts import Mounts
 from .onwrite import OnWrite
 from .pool import WorkerPool
+from .reconcile import Reconciler
 from .retention import Retention
 from .supervisor import Supervisor, Timing
 
@@ -58,8 +60,18 @@ class Engine:
         self.clock = clock
         config.ensure_state_dir()
         self.table = Table(config.table_path, clock)
-        self.repo = Repository(open_backend(config.repository_location), clock)
-        self.pool = WorkerPool(config.workers)
+        self.repo = open_repository(
+            config.repository_location,
+            state_dir=config.state_dir,
+            create_mode=config.encryption,
+            passphrase=passphrase_from_env,
+            clock=clock,
+        )
+        # Workers get the unlocked keys over their private pipe, not the passphrase.
+        self.pool = WorkerPool(
+            config.workers,
+            setup={"keys": {config.repository_location: export_keys(self.repo.keys).decode()}},
+        )
         self.watcher = Watcher(self._on_fs_event)
         self.supervisors: dict[str, Supervisor] = {}
         self.gate = Gate()
@@ -105,6 +117,8 @@ class Engine:
             self.repo, self.table, self.gate, self.emit, config.gc_delay_s, self._start_task
         )
         self._stopping = False
+        #: the config's [[protect]] tables applied at start and on reload
+        self.reconciler = Reconciler(self)
 
     # life cycle --------------------------------------------------------
     async def start(self) -> None:
@@ -173,6 +187,8 @@ class Engine:
         self.supervisors.clear()
         self.onwrite.journals.close_all()
         await self.pool.close()
+        with contextlib.suppress(FiletwinError):
+            await asyncio.to_thread(self.repo.save_index)
         self.watcher.close()
         self.table.close()
 
@@ -369,12 +385,13 @@ class Engine:
             out.append(item)
         return out
 
-    async def add(self, paths: list[str], policy: Policy) -> dict[str, Any]:
+    async def add(self, paths: list[str], policy: Policy, source: str = "cli") -> dict[str, Any]:
+        """``source``: who names the entries, ``cli`` or ``config`` (daemon/reconcile.py)."""
         policy = policy.validated()
         resolved, notes = validate_new_paths(paths, self.table)
         with self.table.transaction():
             for path in resolved:
-                self.table.add(path, policy, self.config.repository_location)
+                self.table.add(path, policy, self.config.repository_location, source)
         for path in resolved:
             existing = await asyncio.to_thread(self.repo.version_names, path)
             self.table.set(path, versions=len(existing))

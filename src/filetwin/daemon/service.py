@@ -316,6 +316,16 @@ async def serve(config: Config) -> None:
         cap,
     )
     notifier.ready(f"serving on {sock_path}")
+    # The config's [[protect]] entries, once the API serves: first versions of
+    # many files must not keep `filetwin status` from answering meanwhile.
+    tasks: set[asyncio.Task[None]] = set()
+
+    def reconcile(why: str) -> None:
+        task = loop.create_task(engine.reconciler.reconcile_logged(why))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    reconcile("start")
     stop = asyncio.Event()
     received: list[str] = []
 
@@ -323,16 +333,16 @@ async def serve(config: Config) -> None:
         received.append(sig.name)
         stop.set()
 
-    # SIGHUP stops cleanly too: reloading the config on SIGHUP does not exist
-    # yet, and its default action would kill the daemon without removing its sockets.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    # SIGHUP (systemctl reload): re-read the config's [[protect]] entries, as
+    # `filetwin reload` does; the result goes to the log and the event log.
+    loop.add_signal_handler(signal.SIGHUP, reconcile, "SIGHUP")
     await stop.wait()
     notifier.stopping()
-    if received and received[0] == "SIGHUP":
-        log.info("stopping (SIGHUP: reloading the config does not exist yet)")
-    else:
-        log.info("stopping (%s)", received[0] if received else "asked")
+    log.info("stopping (%s)", received[0] if received else "asked")
+    for task in list(tasks):
+        task.cancel()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock_path)
     stream.close()
