@@ -10,9 +10,9 @@ the session's), started once for the module.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,12 +46,19 @@ def server_running_after(server: S3Server) -> Iterator[None]:
 
 
 def make_backend(server: S3Server, location: str | None = None) -> S3Backend:
+    """A backend with short timeouts: the one a fault is aimed at."""
     return S3Backend(
         location or fresh_location(server),
         timeout=TIMEOUT_S,
         attempts=ATTEMPTS,
         **server.backend_args(),
     )
+
+
+def sturdy(server: S3Server, location: str) -> S3Backend:
+    """A backend with the default timeouts, to set up and check (a loaded machine
+    must not fail those)."""
+    return S3Backend(location, **server.backend_args())
 
 
 def on_send(backend: S3Backend, operation: str, action: Any) -> None:
@@ -65,7 +72,7 @@ def on_send(backend: S3Backend, operation: str, action: Any) -> None:
 
 def absent_or_whole(server: S3Server, location: str, name: str, *wholes: bytes) -> None:
     """After the server returns: ``name`` is absent, or exactly one of ``wholes``."""
-    check = make_backend(server, location)
+    check = sturdy(server, location)
     # A round trip of our own first: the server is processing requests again,
     # after the interrupted connection (closed by the client before) was handled.
     check.put("probe", b"p")
@@ -100,32 +107,52 @@ def test_server_stopped_during_put(server: S3Server) -> None:
 def test_server_stopped_during_overwrite_keeps_old_or_new(server: S3Server) -> None:
     b = make_backend(server)
     old, new = os.urandom(BIG), os.urandom(BIG)
-    b.put("obj", old)
+    sturdy(server, b.location).put("obj", old)
     on_send(b, "PutObject", server.pause)
     err, took = timed_failure(lambda: b.put("obj", new))
     assert took < BOUND_S and err.retryable
     server.resume()
     absent_or_whole(server, b.location, "obj", old, new)
-    assert make_backend(server, b.location).exists("obj")
+    assert sturdy(server, b.location).exists("obj")
 
 
-def test_server_killed_during_put(server: S3Server) -> None:
+def test_server_killed_before_put(server: S3Server) -> None:
     b = make_backend(server)
     before = os.urandom(100_000)
-    b.put("before", before)
-    data = os.urandom(BIG)
+    sturdy(server, b.location).put("before", before)
     on_send(b, "PutObject", server.kill)
-    err, took = timed_failure(lambda: b.put("packs/big", data))
+    err, took = timed_failure(lambda: b.put("packs/p", b"x" * 1000))
     assert took < BOUND_S and err.retryable
-    assert server.endpoint in str(err)
+    assert server.endpoint in str(err) and "packs/p" in str(err)
     server.start()  # same data directory, same ports
+    absent_or_whole(server, b.location, "packs/p", b"x" * 1000)
+    assert sturdy(server, b.location).get("before") == before
+
+
+def test_server_killed_mid_upload(server: S3Server) -> None:
+    b = make_backend(server)
+    data = os.urandom(2 * BIG)  # ~1 s of upload here: the kill lands in the middle
+    killer = threading.Timer(0.1, server.kill)
+    armed = threading.Event()
+
+    def arm_once() -> None:
+        # Only the first attempt arms it: a retry must not start the timer again.
+        if not armed.is_set():
+            armed.set()
+            killer.start()
+
+    on_send(b, "PutObject", arm_once)
+    err, took = timed_failure(lambda: b.put("packs/big", data))
+    killer.join()
+    assert took < BOUND_S and err.retryable
+    server.start()
+    # Whenever the kill landed, the object is absent or whole.
     absent_or_whole(server, b.location, "packs/big", data)
-    assert make_backend(server, b.location).get("before") == before
 
 
 def test_server_stopped_during_get(server: S3Server) -> None:
     b = make_backend(server)
-    b.put("obj", os.urandom(1 << 20))
+    sturdy(server, b.location).put("obj", os.urandom(1 << 20))
     on_send(b, "GetObject", server.pause)
     for call in (lambda: b.get("obj"), lambda: b.get("obj", 10, 100), lambda: b.exists("obj")):
         err, took = timed_failure(call)
@@ -135,7 +162,7 @@ def test_server_stopped_during_get(server: S3Server) -> None:
 
 def test_server_stopped_before_list_and_delete(server: S3Server) -> None:
     b = make_backend(server)
-    b.put("a/1", b"1")
+    sturdy(server, b.location).put("a/1", b"1")
     server.pause()
     for call in (lambda: list(b.list("a/")), lambda: b.delete("a/1")):
         err, took = timed_failure(call)
@@ -146,7 +173,7 @@ def test_server_stopped_before_list_and_delete(server: S3Server) -> None:
 
 def test_server_down_then_back(server: S3Server) -> None:
     b = make_backend(server)
-    b.put("kept", b"kept")
+    sturdy(server, b.location).put("kept", b"kept")
     server.kill()
     err, took = timed_failure(lambda: b.get("kept"))
     assert took < BOUND_S and err.retryable and server.endpoint in str(err)
@@ -157,8 +184,8 @@ def test_server_down_then_back(server: S3Server) -> None:
     assert sorted(b.list()) == ["after", "kept"]
 
 
-def test_restart_keeps_the_data(server: S3Server, tmp_path: Path) -> None:
-    b = make_backend(server)
+def test_restart_keeps_the_data(server: S3Server) -> None:
+    b = sturdy(server, fresh_location(server))
     blobs = {f"o/{i}": os.urandom(1000 * i) for i in range(5)}
     for name, blob in blobs.items():
         b.put(name, blob)
