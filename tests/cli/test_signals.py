@@ -16,11 +16,16 @@ from pathlib import Path
 from tests.helpers import Daemon, run_cli, wait_until
 
 
-def test_sighup_stops_cleanly(daemon: Daemon) -> None:
+def test_sighup_reloads_and_sigterm_stops_cleanly(daemon: Daemon) -> None:
+    """SIGHUP (systemctl reload) re-reads the config and the daemon goes on serving
+    (tests/daemon/test_reconcile.py has what a reload does); SIGTERM stops it cleanly."""
     sockets = [daemon.state_dir / "filetwin.sock", daemon.state_dir / "journal.sock"]
     assert all(s.exists() for s in sockets)
-    assert daemon.stop(signal.SIGHUP) == 0
-    assert "stopping (SIGHUP: reloading the config does not exist yet)" in daemon.log()
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP: reloaded" in daemon.log(), what="the reload to be logged")
+    assert daemon.proc.poll() is None and daemon.cli("status").returncode == 0
+    assert daemon.stop(signal.SIGTERM) == 0
     assert not [s for s in sockets if s.exists()]
     assert daemon.cli("status").returncode == 3
 
