@@ -58,7 +58,9 @@ class Backend(Protocol):
     Names are '/'-separated relative keys of [A-Za-z0-9._-] components; no
     '..', no leading '/', no empty components (see validate_name; a bad name
     raises UsageError naming it).  Errors of the store itself raise
-    RepositoryError (retryable); a missing object raises ObjectNotFound.
+    RepositoryError (retryable); a missing object raises ObjectNotFound; a store
+    that refuses us for a reason retrying cannot fix (credentials refused,
+    access denied, bucket missing) raises RepositoryRefused (not retryable).
     """
 
     #: Human-readable description of where objects live, e.g. the directory path.
