@@ -145,3 +145,74 @@ def in_terminal(daemon: Daemon, columns: int, *args: str) -> str:
     proc.wait(60)
     os.close(leader)
     return b"".join(chunks).decode(errors="replace").replace("\r", "")
+
+
+def _many(daemon: Daemon, files: Path, count: int) -> list[Path]:
+    paths = [files / f"f{i:03d}" for i in range(count)]
+    for p in paths:
+        p.write_text(p.name)
+    assert daemon.cli("add", *map(str, paths)).returncode == 0
+    return paths
+
+
+def test_api_filters_and_pages_on_the_daemon(daemon: Daemon, files: Path) -> None:
+    """Issue 13 point 5: limit/offset in path order, X-Total-Count, filters, summary."""
+    paths = _many(daemon, files, 12)
+    assert daemon.cli("pause", str(paths[3])).returncode == 0
+    raw, total = daemon.client.status_page(offset=5, limit=4)
+    assert total == 12
+    assert [r["path"] for r in json.loads(raw)] == [str(p) for p in paths[5:9]]
+    raw, total = daemon.client.status_page(state="paused")
+    assert total == 1 and json.loads(raw)[0]["path"] == str(paths[3])
+    raw, total = daemon.client.status_page(prefix=files / "f00")
+    assert total == 0  # a path prefix is whole components, not a string prefix
+    raw, total = daemon.client.status_page(prefix=files)
+    assert total == 12
+    summary = daemon.client.status_summary(state="watching,paused")
+    assert summary["total"] == 12 and summary["states"] == {"paused": 1, "watching": 11}
+    # A row written since the last answer is answered as it is now.
+    assert daemon.cli("resume", str(paths[3])).returncode == 0
+    assert daemon.client.status_page(state="paused")[1] == 0
+    r = daemon.cli("status", "--json", "--state", "paused")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+def test_bad_filters_are_refused(daemon: Daemon) -> None:
+    from filetwin import UsageError
+
+    for query in ("state=sleeping", "prefix=relative", "source=nobody", "limit=-1", "x=1"):
+        with pytest.raises(UsageError):
+            daemon.client.request("GET", f"/status?{query}")
+    r = daemon.cli("status", "--state", "sleeping")
+    assert r.returncode == 2 and "sleeping" in r.stderr
+
+
+def test_terminal_table_pages_and_says_how_many_more(daemon: Daemon, files: Path) -> None:
+    _many(daemon, files, 60)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "filetwin", "--state-dir", str(daemon.state_dir), "status"],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait() == 0
+    text = b"".join(chunks).decode()
+    assert text.count(str(files) + "/f") == 50
+    assert "… 10 more (use --all, --limit N or --json)" in text
+    assert "60 entries: 60 watching" in text
+    piped = daemon.cli("status")  # plain output prints every row
+    assert sum(str(files) + "/f" in ln for ln in piped.stdout.splitlines()) == 60
+    limited = daemon.cli("status", "--limit", "7")
+    assert sum(str(files) + "/f" in ln for ln in limited.stdout.splitlines()) == 7
+    assert "… 53 more" in limited.stdout

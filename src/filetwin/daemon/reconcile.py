@@ -5,7 +5,7 @@ re-reads the config file it was started with and makes the entries it
 names (``source`` = ``config``) match it:
 
 - a file named and not yet protected is added (its first version taken);
-- a config entry whose policy differs is updated to the table's policy;
+- a config entry whose policy differs is updated to the config's policy;
 - a config entry no longer named is removed, its history kept (``remove``
   without ``--purge``).
 
