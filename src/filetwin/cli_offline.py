@@ -19,7 +19,7 @@ from .config import Config
 from .errors import RepositoryError
 
 #: what a local repository directory holds once anything was stored in it
-REPOSITORY_MARKS = ("manifests", "chunks")
+REPOSITORY_MARKS = ("config", "manifests", "chunks", "packs")
 
 
 def _local_path(location: str) -> Path | None:
@@ -73,11 +73,13 @@ def repository_location(config: Config, entry_paths: tuple[str, ...] = ()) -> st
     return config.repository_location
 
 
-def open_existing(location: str) -> Any:
+def open_existing(location: str, state_dir: Path | None = None) -> Any:
     """The Repository at ``location``; RepositoryError (exit 1) when the location
-    holds none. Never creates the location."""
-    from .backends import open_backend
-    from .repo import Repository
+    holds none. Never creates the location. An encrypted repository asks for its
+    passphrase ($FILETWIN_PASSWORD, $FILETWIN_PASSWORD_FILE, or a prompt on a
+    terminal); ``state_dir`` (when it exists) holds a keyfile repository's key
+    and what the daemon knew of the repository."""
+    from .repo.opening import open_repository
 
     local = _local_path(location)
     if local is not None:
@@ -86,12 +88,24 @@ def open_existing(location: str) -> Any:
                 f"no repository at {location}: it does not exist (the daemon creates it "
                 "when it stores the first version; see --config and --state-dir)"
             )
-        if not any((local / mark).is_dir() for mark in REPOSITORY_MARKS):
+        if not any((local / mark).exists() for mark in REPOSITORY_MARKS):
             raise RepositoryError(
                 f"no repository at {location}: the directory holds no versions "
                 "(see --config and --state-dir)"
             )
-    return Repository(open_backend(location))
+    known = state_dir if state_dir is not None and state_dir.is_dir() else None
+    return open_repository(location, state_dir=known, passphrase=prompted_passphrase)
+
+
+def prompted_passphrase() -> bytes:
+    """The passphrase from the environment, else asked on the terminal."""
+    import getpass
+    import sys
+
+    from .repo.crypto import passphrase_from_env
+
+    prompt = (lambda: getpass.getpass("repository passphrase: ")) if sys.stdin.isatty() else None
+    return passphrase_from_env(prompt)
 
 
 def entry_candidates(path: str) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from typing import Any
 import blake3
 import pytest
 
-from tests.helpers import Daemon, wait_until
+from tests.helpers import Daemon, stored_chunks, wait_until
 
 
 def digest(data: bytes) -> str:
@@ -160,7 +160,10 @@ def test_rapid_saves_leave_no_torn_versions(
 
 
 def chunk_count(state_dir: Path) -> int:
-    return sum(1 for p in (state_dir / "repository" / "chunks").rglob("*") if p.is_file())
+    from filetwin.backends import LocalBackend
+    from filetwin.repo import Repository
+
+    return len(stored_chunks(Repository(LocalBackend(state_dir / "repository"))))
 
 
 def test_identical_save_is_marked_unchanged(daemon: Daemon, files: Path) -> None:

@@ -57,7 +57,9 @@ def test_missing_pack(repo: Repository, stored: list[Manifest]) -> None:
     assert any(victim in p.message and stored[1].path in p.message for p in problems)
 
 
-def test_unindexed_packs_are_found(repo: Repository, stored: list[Manifest], tmp_path: Path) -> None:
+def test_unindexed_packs_are_found(
+    repo: Repository, stored: list[Manifest], tmp_path: Path
+) -> None:
     # A crash between a pack's put and its index: the pack alone is enough.
     fresh = Repository(LocalBackend(Path(repo.backend.location)))
     assert list(fresh.backend.list("index/")) == []

@@ -28,7 +28,7 @@ from ..errors import JobFailed, JobTimeout
 
 
 class _Worker:
-    def __init__(self) -> None:
+    def __init__(self, setup: dict[str, Any] | None = None) -> None:
         parent, child = socket.socketpair()
         try:
             self.process = subprocess.Popen(
@@ -42,6 +42,14 @@ class _Worker:
         finally:
             child.close()
         self.conn = Connection(parent.detach())
+        if setup is not None:
+            # The first message: what every job needs (unlocked repository keys);
+            # the worker answers nothing to it.
+            try:
+                self.conn.send({"kind": "setup", **setup})
+            except OSError:
+                self.kill()
+                raise
 
     @property
     def pid(self) -> int:
@@ -61,15 +69,17 @@ class _Worker:
 class WorkerPool:
     """``size`` worker processes; ``run`` is safe to call from many tasks at once."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, setup: dict[str, Any] | None = None) -> None:
+        """``setup`` is sent to every worker once, before its first job."""
         self.size = size
+        self.setup = setup
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._busy: set[_Worker] = set()
         self._closed = False
 
     async def start(self) -> None:
         for _ in range(self.size):
-            self._idle.put_nowait(await asyncio.to_thread(_Worker))
+            self._idle.put_nowait(await asyncio.to_thread(_Worker, self.setup))
 
     async def run(
         self,
@@ -139,7 +149,7 @@ class WorkerPool:
     async def _replace(self, worker: _Worker) -> _Worker:
         self._busy.discard(worker)
         worker.kill()
-        fresh = await asyncio.to_thread(_Worker)
+        fresh = await asyncio.to_thread(_Worker, self.setup)
         self._busy.add(fresh)
         return fresh
 

@@ -21,13 +21,16 @@ from typing import Any
 from ..backends import open_backend
 from ..errors import FiletwinError
 from ..repo import Manifest, Repository
+from ..repo.crypto import Keys, load_key_file
 
 _repos: dict[str, Repository] = {}
+#: unlocked keys per repository location, from the pool's setup message
+_keys: dict[str, Keys] = {}
 
 
 def _repo(location: str) -> Repository:
     if location not in _repos:
-        _repos[location] = Repository(open_backend(location))
+        _repos[location] = Repository(open_backend(location), keys=_keys.get(location))
     return _repos[location]
 
 
@@ -174,6 +177,10 @@ def worker_main(conn: Connection) -> None:
             job = conn.recv()
         except (EOFError, OSError):
             os._exit(0)
+        if job.get("kind") == "setup":
+            for location, doc in job.get("keys", {}).items():
+                _keys[location] = load_key_file(doc.encode())
+            continue
         conn.send(run_job(job))
 
 

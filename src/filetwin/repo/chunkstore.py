@@ -146,14 +146,20 @@ class ChunkStore:
 
     def sync(self) -> None:
         """Rebuild the view if the index objects changed since it was built (one
-        listing): gc replaces them whenever it deletes packs, and dedup against
-        a pack gc deleted would name a missing chunk. Index objects change
+        listing), else take in new packs (a listing of packs). gc replaces the
+        index objects whenever it deletes packs, and dedup against a pack gc
+        deleted would name a missing chunk. Index objects change
         rarely (gc, and every ``index_every`` packs a process writes). Call
         before storing; gc never runs concurrently with a store (the daemon's
         gate), so the view is right for the store that follows."""
         with self._lock:
-            if self._loaded and set(self.backend.list(INDEX)) != self._index_objects:
+            if not self._loaded:
+                return
+            if set(self.backend.list(INDEX)) != self._index_objects:
                 self.load()
+            else:
+                # Packs other processes put since: dedup against them too.
+                self._refresh()
 
     def _take(self, name: str, entries: dict[str, Location]) -> None:
         self._index_objects.add(name)

@@ -334,6 +334,20 @@ def create_key_file(
     return keys, _dump(doc)
 
 
+def export_keys(keys: Keys) -> bytes:
+    """``keys`` as an unwrapped key file (mode ``keyfile``, or ``none``): how the
+    daemon hands unlocked keys to its worker processes over their private pipe.
+    Secret: never write it anywhere but a 0600 file the user asked for."""
+    if keys._master is None or keys._id_key is None:
+        return _dump({"version": KEY_FILE_VERSION, "mode": "none"})
+    return _dump(
+        {
+            "version": KEY_FILE_VERSION, "mode": "keyfile", "cipher": keys.cipher,
+            "keys": {"master": _b64(keys._master), "id": _b64(keys._id_key)},
+        }
+    )  # fmt: skip
+
+
 def _dump(doc: Mapping[str, Any]) -> bytes:
     return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
 

@@ -96,9 +96,14 @@ def write_info(backend: Backend, info: RepoInfo) -> None:
     backend.put(CONFIG, (json.dumps(doc, sort_keys=True) + "\n").encode())
 
 
+def key_file_env() -> str | None:
+    """``$FILETWIN_KEY_FILE``, when set."""
+    return os.environ.get(KEY_FILE_ENV) or None
+
+
 def default_key_file(state_dir: Path, repo_id: str) -> Path:
     """Where a keyfile repository's key lives unless $FILETWIN_KEY_FILE says."""
-    named = os.environ.get(KEY_FILE_ENV)
+    named = key_file_env()
     return Path(named) if named else state_dir / "keys" / f"{repo_id}.key"
 
 
@@ -107,13 +112,13 @@ def create(
     mode: str,
     *,
     passphrase: Passphrase | None = None,
-    key_file: Path | None = None,
+    key_file_for: Callable[[str], Path] | None = None,
     kdf: KdfParams = DEFAULT_KDF,
 ) -> tuple[RepoInfo, Keys]:
     """Make a new version-2 repository at an EMPTY location; its info and keys.
 
     ``repokey`` asks ``passphrase()``; ``keyfile`` writes the key to
-    ``key_file`` (0600; it must not exist). UsageError when the location
+    ``key_file_for(repository id)`` (0600; it must not exist). UsageError when the location
     already holds a repository (nothing is changed) or an argument is missing.
     The key object (or file) is written before ``config``: a crash leaves no
     repository that cannot be opened.
@@ -133,8 +138,9 @@ def create(
         keys, doc = create_key_file(mode, passphrase(), kdf=kdf)
         backend.put(REPOKEY, doc)
     elif mode == "keyfile":
-        if key_file is None:
+        if key_file_for is None:
             raise UsageError("a keyfile repository needs a key file path")
+        key_file = key_file_for(info.id)
         if key_file.exists():
             raise UsageError(f"key file {key_file} exists already; refusing to replace it")
         keys, doc = create_key_file(mode)

@@ -1,0 +1,188 @@
+"""``filetwin init``, ``filetwin key`` and ``filetwin migrate``: the repository itself.
+
+All three work on the repository the configuration names (``repository``,
+default STATE_DIR/repository) with no daemon needed; ``migrate`` must not run
+while a daemon uses the repository (it refuses when one answers).
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Any
+
+import click
+
+from .cli_common import ctx_obj, emit_json, err, handle_errors, json_option, out, state_dir_option
+from .config import ENCRYPTION_MODES
+from .errors import DaemonUnavailable, UsageError
+from .repo.crypto import PASSWORD_ENV, PASSWORD_FILE_ENV, passphrase_from_env
+
+NEW_PASSWORD_ENV = "FILETWIN_NEW_PASSWORD"
+
+
+def _new_passphrase() -> bytes:
+    """A new passphrase: $FILETWIN_NEW_PASSWORD, else $FILETWIN_PASSWORD(_FILE),
+    else asked twice on the terminal."""
+    import os
+
+    value = os.environ.get(NEW_PASSWORD_ENV)
+    if value:
+        return value.encode()
+
+    def ask() -> bytes:
+        first = getpass.getpass("new passphrase: ")
+        if first != getpass.getpass("new passphrase again: "):
+            raise UsageError("the two passphrases differ; nothing was changed")
+        return first.encode()
+
+    return passphrase_from_env(ask if sys.stdin.isatty() else None)
+
+
+@click.command()
+@state_dir_option
+@click.option(
+    "--encryption",
+    type=click.Choice(ENCRYPTION_MODES),
+    default=None,
+    help="none; repokey (keys wrapped by a passphrase, kept in the repository); "
+    "keyfile (keys in a 0600 file in the state directory, or $FILETWIN_KEY_FILE). "
+    "Default: the config's `encryption` setting.",
+)
+@json_option
+@handle_errors
+def init(encryption: str | None, as_json: bool) -> None:
+    """Create the repository, encrypted or not.
+
+    The passphrase of a repokey repository comes from $FILETWIN_PASSWORD,
+    $FILETWIN_PASSWORD_FILE, or is asked twice. Losing it (or the key file)
+    loses every version: keep a copy somewhere safe. The daemon does the same
+    at its first start when no repository exists yet (with the config's
+    `encryption` setting and the passphrase from the environment).
+    """
+    from .backends import open_backend
+    from .cli_offline import repository_location
+    from .repo import format as fmt
+
+    config = ctx_obj().config()
+    mode = encryption or config.encryption
+    location = repository_location(config)
+    config.ensure_state_dir()
+    info, _keys = fmt.create(
+        open_backend(location),
+        mode,
+        passphrase=_new_passphrase,
+        key_file_for=lambda rid: fmt.default_key_file(config.state_dir, rid),
+    )
+    fmt.remember(config.state_dir, location, info)
+    result: dict[str, Any] = {"location": location, "id": info.id, "encryption": mode}
+    if mode == "keyfile":
+        result["key_file"] = str(fmt.default_key_file(config.state_dir, info.id))
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"created repository {location} (encryption: {mode})", markup=False)
+    if mode == "repokey":
+        out.print(
+            "the passphrase opens it: without it every version is lost; the daemon reads "
+            f"it from ${PASSWORD_ENV} or ${PASSWORD_FILE_ENV}",
+            markup=False,
+        )
+    elif mode == "keyfile":
+        out.print(
+            f"its key is {result['key_file']}: copy it somewhere safe now; without it "
+            "every version is lost (a new host names it with $FILETWIN_KEY_FILE)",
+            markup=False,
+        )
+
+
+@click.command()
+@state_dir_option
+@json_option
+@handle_errors
+def key(as_json: bool) -> None:
+    """Change the passphrase of a repokey repository (no data is rewritten).
+
+    The current passphrase comes from $FILETWIN_PASSWORD, $FILETWIN_PASSWORD_FILE
+    or a prompt; the new one from $FILETWIN_NEW_PASSWORD or a prompt (twice).
+    A wrong current passphrase changes nothing (exit 1). A running daemon keeps
+    working: it holds the keys, which do not change.
+    """
+    from .backends import open_backend
+    from .cli_offline import prompted_passphrase, repository_location
+    from .repo import format as fmt
+
+    config = ctx_obj().config()
+    location = repository_location(config)
+    from .cli_offline import open_existing
+
+    open_existing(location, config.state_dir)  # no repository: a clear error, nothing made
+    fmt.change_passphrase(open_backend(location), prompted_passphrase, _new_passphrase)
+    if as_json:
+        emit_json({"location": location, "changed": True})
+    else:
+        out.print(f"passphrase of {location} changed", markup=False)
+
+
+@click.command()
+@state_dir_option
+@json_option
+@handle_errors
+def migrate(as_json: bool) -> None:
+    """Move a repository written before pack files to the current format.
+
+    Every loose chunk is moved into pack files and indexed, then the loose
+    objects are deleted; versions keep their ids and restore as before. Safe to
+    interrupt and run again. Refuses while a daemon answers (stop it first).
+    """
+    from .cli_offline import open_existing, repository_location
+    from .repo import format as fmt
+    from .repo.gc import collect
+
+    obj = ctx_obj()
+    config = obj.config()
+    try:
+        obj.client(2.0).ping()
+    except DaemonUnavailable:
+        pass
+    else:
+        raise UsageError("a daemon is running on this state directory: stop it, then migrate")
+    location = repository_location(config)
+    repo = open_existing(location, config.state_dir)
+    info = fmt.read_info(repo.backend)
+    assert info is not None
+    before = {m.id: m.hash for path in repo.entries() for m in repo.versions(path)}
+    result = collect(repo)
+    if info.version == 1:
+        fmt.write_info(repo.backend, fmt.RepoInfo(fmt.FORMAT_VERSION, _new_id(), "none"))
+    after = {m.id: m.hash for path in repo.entries() for m in repo.versions(path)}
+    if after != before:  # cannot happen: collect deletes no manifest
+        err.print("filetwin: versions changed during migration", markup=False)
+        sys.exit(1)
+    summary = {
+        "location": location,
+        "from_version": info.version,
+        "versions": len(after),
+        "chunks_moved": result.loose_moved,
+        "packs_written": result.packs_written,
+        "damaged": result.damaged,
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        out.print(
+            f"repository {location}: format {info.version} -> {fmt.FORMAT_VERSION}, "
+            f"{result.loose_moved} chunks moved into {result.packs_written} packs, "
+            f"{len(after)} versions intact",
+            markup=False,
+        )
+        for name in result.damaged:
+            err.print(f"damaged, left in place: {name}", markup=False)
+    if result.damaged:
+        sys.exit(1)
+
+
+def _new_id() -> str:
+    import secrets
+
+    return secrets.token_hex(16)
