@@ -204,9 +204,10 @@ class Reconciler:
         self.engine = engine
         self._lock = asyncio.Lock()
 
-    async def reconcile(self) -> Outcome:
+    async def reconcile(self, quiet: bool = False) -> Outcome:
         """Re-read the config and apply its ``[[protect]]`` tables; UsageError (nothing
-        changed) when the config or any table is bad."""
+        changed) when the config or any table is bad. ``quiet``: no event when
+        there was nothing to do (the start of a daemon whose config names no files)."""
         async with self._lock:
             running = self.engine.config
             fresh, text = await asyncio.to_thread(read_config, running)
@@ -220,7 +221,11 @@ class Reconciler:
                 )
             await self._apply(the_plan, outcome)
             outcome.unchanged = len(the_plan.wanted) - len(the_plan.add) - len(the_plan.update)
-            self.engine.emit(None, "reload", not outcome.failures, outcome.to_json()["message"])
+            idle = not (the_plan.wanted or the_plan.remove or outcome.failures or outcome.notes)
+            if not (quiet and idle):
+                self.engine.emit(
+                    None, "reload", not outcome.failures, outcome.to_json()["message"]
+                )
             return outcome
 
     async def _apply(self, the_plan: Plan, outcome: Outcome) -> None:
@@ -262,7 +267,7 @@ class Reconciler:
     async def reconcile_logged(self, why: str) -> None:
         """A reconcile whose result goes to the log and the event log (start, SIGHUP)."""
         try:
-            outcome = await self.reconcile()
+            outcome = await self.reconcile(quiet=why == "start")
         except FiletwinError as e:
             log.error("%s: the config's [[protect]] entries were not applied: %s", why, e)
             self.engine.emit(None, "reload", False, f"{why}: nothing changed: {e}")
