@@ -39,14 +39,19 @@ loc, key_file, arg, pack_size = sys.argv[1:5]
 keys = load_key_file(Path(key_file).read_bytes()) if key_file else Keys.none()
 """
 
-GC_CHILD = CHILD_PRELUDE + """
+GC_CHILD = (
+    CHILD_PRELUDE
+    + """
 from filetwin.repo.gc import collect
 repo = Repository(LocalBackend(Path(loc)), keys=keys, pack_size=int(pack_size))
 collect(repo, crash_at=arg)
 sys.exit(3)  # the seam did not fire
 """
+)
 
-STORE_CHILD = CHILD_PRELUDE + """
+STORE_CHILD = (
+    CHILD_PRELUDE
+    + """
 point, src = arg.split("=", 1)
 
 class Crashing(LocalBackend):
@@ -66,6 +71,7 @@ repo.store_file(src, "manual")
 repo.save_index()
 sys.exit(3)  # the crash point was never reached
 """
+)
 
 
 def run_child(script: str, loc: Path, key_file: Path | None, arg: str, pack_size: int) -> int:
