@@ -59,8 +59,14 @@ def run_tool(tool: Tool, ds: dataset.Dataset, scratch: Path, run: int) -> dict[s
     row: dict[str, float] = {}
     tool.setup()
     try:
-        files = ds.files
-        row["first_backup_s"] = timed(tool.first_backup, files)
+        # Two datasets, one after the other: the ~200 files, then the large file
+        # (peers: a second backup of the whole directory, which now holds it).
+        row["first_backup_files_s"] = timed(tool.first_backup, ds.files, ds.large)
+        if isinstance(tool, Filetwin):
+            row["first_backup_large_s"] = timed(tool.first_backup, [ds.large])
+        else:
+            row["first_backup_large_s"] = timed(tool.incremental, [ds.large])
+        row["first_backup_s"] = row["first_backup_files_s"] + row["first_backup_large_s"]
         row["repo_after_first_mb"] = tool.repo_bytes() / 1e6
         # 1 MiB changed in the middle of the large file.
         before = tool.repo_bytes()
@@ -108,9 +114,10 @@ def run_tool(tool: Tool, ds: dataset.Dataset, scratch: Path, run: int) -> dict[s
 
 def versus_peers(args: argparse.Namespace, base: Path) -> dict[str, list[dict[str, float]]]:
     source = dataset.build(base / "source", scale=args.scale, large_bytes=args.large_bytes)
-    names = ["filetwin", *[n for n in PEERS if available(n if n != "borg" else "borg")]]
+    own_tools = ["filetwin"] if args.no_encrypted else ["filetwin", "filetwin-enc"]
+    names = [*own_tools, *[n for n in PEERS if available(n.split("-")[0])]]
     if args.skip_peers:
-        names = ["filetwin"]
+        names = own_tools
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for run in range(args.runs):
         order = names[run % len(names) :] + names[: run % len(names)]
@@ -125,11 +132,13 @@ def versus_peers(args: argparse.Namespace, base: Path) -> dict[str, list[dict[st
                 [data / p.relative_to(source.root) for p in source.small],
                 data / source.large.relative_to(source.root),
             )
-            tool: Tool = (
-                Filetwin(work, data, coalesce_ms=20)
-                if name == "filetwin"
-                else PEERS[name](work, data)
-            )
+            tool: Tool
+            if name == "filetwin":
+                tool = Filetwin(work, data, coalesce_ms=20)
+            elif name == "filetwin-enc":
+                tool = Filetwin(work, data, coalesce_ms=20, encryption="repokey")
+            else:
+                tool = PEERS[name](work, data)
             row = run_tool(tool, ds, work, run)
             print(
                 f"run {run + 1}/{args.runs} {name}: "
@@ -167,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="dataset size factor (1.0 = 256 MiB)")
     p.add_argument("--large-bytes", type=int, default=None, help="size of the large file")
     p.add_argument("--skip-peers", action="store_true")
+    p.add_argument(
+        "--no-encrypted",
+        action="store_true",
+        help="leave out filetwin with an encrypted (repokey) repository",
+    )
     p.add_argument("--no-install", action="store_true", help="do not apt-get the peers")
     p.add_argument(
         "--only",

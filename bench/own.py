@@ -48,14 +48,15 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def close_latency(base: Path, size: int, saves: int) -> dict[str, float]:
-    """Time from close() to the version being committed, over ``saves`` saves."""
-    work = base / f"latency-{size}"
+def close_latency(base: Path, size: int, saves: int, encryption: str = "none") -> dict[str, float]:
+    """Time from close() to the version being committed, over ``saves`` saves,
+    in a repository made with ``encryption`` (none or repokey)."""
+    work = base / f"latency-{size}-{encryption}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "data").mkdir(parents=True)
     f = work / "data" / "f.bin"
     f.write_bytes(os.urandom(size))
-    ft = Filetwin(work, work / "data")
+    ft = Filetwin(work, work / "data", encryption=encryption)
     ft.setup()
     try:
         ft.client.add(f)
@@ -142,12 +143,18 @@ def _cpu_s(pid: int) -> float:
 
 
 def profile_large_backup(base: Path, size: int) -> dict[str, Any]:
-    """Where the time of the large-file rows goes (pyinstrument): the first
-    backup of the large file, and its backup after 1 MiB changed in the middle."""
+    """Where the time of the large-file rows goes (pyinstrument), through the
+    library the workers run: the first backup of the large file, its backup
+    after 1 MiB changed in the middle, the first backup into an encrypted
+    (repokey) repository, and the restore of that version from it (the
+    library's restore, as ``restore --to``; the repository opened, i.e. the
+    KDF run, before the profile starts)."""
     from pyinstrument import Profiler
 
-    from filetwin.backends import open_backend
-    from filetwin.repo import Repository
+    from filetwin.repo.opening import open_repository
+    from filetwin.restore import restore_version
+
+    from .tools import PASSPHRASE
 
     work = base / "profile"
     work.mkdir(parents=True, exist_ok=True)
@@ -155,21 +162,30 @@ def profile_large_backup(base: Path, size: int) -> dict[str, Any]:
     with f.open("wb") as fh:
         for _ in range(size // (8 << 20) or 1):
             fh.write(os.urandom(min(size, 8 << 20)))
-    repo = Repository(open_backend(str(work / "repo")))
+    plain = open_repository(str(work / "repo"), create_mode="none")
     out: dict[str, Any] = {"bytes": f.stat().st_size}
-    for name, cause in (("first", "initial"), ("change", "close")):
-        if name == "change":
-            with f.open("r+b") as fh:
-                fh.seek(f.stat().st_size // 2)
-                fh.write(os.urandom(1 << 20))
+
+    def profiled(name: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         profiler = Profiler(interval=0.001)
         t0 = time.perf_counter()
         profiler.start()
-        repo.store_file(f, cause)
+        fn(*args, **kwargs)
         profiler.stop()
         out[f"{name}_seconds"] = time.perf_counter() - t0
         text = profiler.output_text(unicode=False, color=False, show_all=False)
         out[f"{name}_top"] = [line for line in text.splitlines() if line.strip()][:28]
+
+    profiled("first", plain.store_file, f, "initial")
+    with f.open("r+b") as rw:
+        rw.seek(f.stat().st_size // 2)
+        rw.write(os.urandom(1 << 20))
+    profiled("change", plain.store_file, f, "close")
+    enc = open_repository(
+        str(work / "repo-enc"), create_mode="repokey", passphrase=lambda: PASSPHRASE
+    )
+    profiled("first_enc", enc.store_file, f, "initial")
+    enc = open_repository(str(work / "repo-enc"), passphrase=lambda: PASSPHRASE)
+    profiled("restore_enc", restore_version, enc, str(f), to=str(work / "restored.bin"))
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -179,7 +195,9 @@ def measure(base: Path, quick: bool, runs: int) -> dict[str, Any]:
     big_saves = 5 if quick else 200
     return {
         "latency_4k": close_latency(base, 4096, saves),
+        "latency_4k_enc": close_latency(base, 4096, saves, encryption="repokey"),
         "latency_16m": close_latency(base, 16 << 20, big_saves),
+        "latency_16m_enc": close_latency(base, 16 << 20, big_saves, encryption="repokey"),
         "scale": many_entries(
             base, 200 if quick else 10_000, 1000 if quick else 100_000, idle=0.5 if quick else 10.0
         ),

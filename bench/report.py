@@ -8,6 +8,8 @@ from typing import Any
 
 MARK = "<!-- results -->"
 LOWER_IS_BETTER = (
+    "first_backup_files_s",
+    "first_backup_large_s",
     "first_backup_s",
     "large_change_s",
     "small_change_s",
@@ -22,7 +24,24 @@ LOWER_IS_BETTER = (
 
 
 #: issue 5 states its targets against these ("the fastest deduplicating peer")
-DEDUPLICATING = ("restic", "borg")
+DEDUPLICATING = ("restic", "borg", "borg-enc")
+#: filetwin's own columns: unencrypted and repokey repositories
+OWN = ("filetwin", "filetwin-enc")
+#: the peers each of filetwin's variants compares like with like: the same work
+#: (chunk, deduplicate, compress, and encrypt or not); restic always encrypts
+LIKE = {"filetwin": ("borg",), "filetwin-enc": ("restic", "borg-enc")}
+#: key in the peers section holding the per-run target ratios (not a tool)
+TARGETS = "_targets"
+
+#: issue 10's targets, as ratios within one run
+FIRST_BACKUP_MAX = 0.8  # ÷ the faster of restic and borg
+RESTORE_MAX = 1.0  # ÷ rsync
+ENCRYPTION_MAX = 1.10  # filetwin-enc ÷ filetwin, first backup
+CLOSE_P50_MS, CLOSE_P99_MS = 10.0, 50.0  # 4 KiB file, encrypted
+
+
+def _cell(vals: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
 
 
 def summarise(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
@@ -30,29 +49,82 @@ def summarise(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     for tool, rows in results.items():
         out[tool] = {}
         for key in rows[0] if rows else ():
-            vals = [r[key] for r in rows]
-            out[tool][key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
-    peers = [t for t in out if t != "filetwin"]
-    if "filetwin" in out and peers:
+            out[tool][key] = _cell([r[key] for r in rows])
+    if any(t in out for t in OWN) and any(t not in OWN for t in out):
         add_ratios(out)
+    targets = run_targets(results)
+    if targets:
+        out[TARGETS] = targets
     return out
 
 
+def _tools(out: dict[str, Any]) -> list[str]:
+    return [t for t in out if not t.startswith("_")]
+
+
 def add_ratios(out: dict[str, Any]) -> None:
-    """filetwin's median over the best peer's, and over the best deduplicating one's."""
-    peers = [t for t in out if t != "filetwin"]
+    """Each filetwin variant's median over the best peer's, the best deduplicating
+    peer's, and the best like-with-like peer's (LIKE)."""
+    peers = [t for t in _tools(out) if t not in OWN]
     dedup = [t for t in peers if t in DEDUPLICATING]
-    for key in out["filetwin"]:
-        for name, among in (("vs_best_peer", peers), ("vs_best_dedup", dedup)):
-            if not among:
-                continue
-            best = min(among, key=lambda t: out[t][key]["median"])
-            best_val = out[best][key]["median"]
-            if best_val > 0:
-                out["filetwin"][key][name] = {
-                    "peer": best,
-                    "ratio": out["filetwin"][key]["median"] / best_val,
-                }
+    for own in (t for t in OWN if t in out):
+        like = [t for t in peers if t in LIKE[own]]
+        for key in out[own]:
+            for name, among in (
+                ("vs_best_peer", peers),
+                ("vs_best_dedup", dedup),
+                ("vs_like", like),
+            ):
+                among = [t for t in among if key in out[t]]
+                if not among:
+                    continue
+                best = min(among, key=lambda t: out[t][key]["median"])
+                best_val = out[best][key]["median"]
+                if best_val > 0:
+                    out[own][key][name] = {
+                        "peer": best,
+                        "ratio": out[own][key]["median"] / best_val,
+                    }
+
+
+def run_targets(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Issue 10's ratios computed within each run (the tools of one run share the
+    machine's load of that moment), then their median and range over the runs.
+
+    ``first_backup``: filetwin ÷ the faster of restic and borg -e none, and
+    filetwin-enc ÷ the faster of restic and borg -e repokey; ``restore_all``:
+    each variant ÷ rsync; ``encryption``: filetwin-enc ÷ filetwin."""
+    runs = min((len(r) for r in results.values()), default=0)
+    if not runs:
+        return {}
+    specs: list[tuple[str, str, str, tuple[str, ...], float]] = [
+        ("first_backup_filetwin", "first_backup_s", "filetwin", ("restic", "borg"),
+         FIRST_BACKUP_MAX),
+        ("first_backup_filetwin-enc", "first_backup_s", "filetwin-enc", ("restic", "borg-enc"),
+         FIRST_BACKUP_MAX),
+        ("restore_all_filetwin", "restore_all_s", "filetwin", ("rsync",), RESTORE_MAX),
+        ("restore_all_filetwin-enc", "restore_all_s", "filetwin-enc", ("rsync",), RESTORE_MAX),
+    ]  # fmt: skip
+    out: dict[str, Any] = {}
+    for name, key, own, against, limit in specs:
+        present = [t for t in against if t in results]
+        if own not in results or not present:
+            continue
+        ratios = [
+            results[own][i][key] / min(results[t][i][key] for t in present) for i in range(runs)
+        ]
+        out[name] = {**_cell(ratios), "against": present, "limit": limit}
+    if "filetwin" in results and "filetwin-enc" in results:
+        for key in ("first_backup_s", "first_backup_files_s", "first_backup_large_s"):
+            if key in results["filetwin"][0]:
+                ratios = [
+                    results["filetwin-enc"][i][key] / results["filetwin"][i][key]
+                    for i in range(runs)
+                ]
+                out[f"encryption_{key}"] = {
+                    **_cell(ratios), "against": ["filetwin"], "limit": ENCRYPTION_MAX,
+                }  # fmt: skip
+    return out
 
 
 def _fmt(cell: dict[str, float]) -> str:
@@ -70,38 +142,26 @@ def table(out: dict[str, Any]) -> str:
     ]
     peers = out.get("peers") or {}
     if peers:
-        tools = list(peers)
-        keys = list(next(iter(peers.values())))
-        if "filetwin" in peers:
-            add_ratios(peers)  # results written before vs_best_dedup existed get it too
-        lines.append(
-            "| measure | "
-            + " | ".join(tools)
-            + " | filetwin ÷ best peer | filetwin ÷ best deduplicating peer |"
-        )
-        lines.append("| --- |" + " --- |" * (len(tools) + 2))
-        for key in keys:
-            cells = []
-            for ratio_key in ("vs_best_peer", "vs_best_dedup"):
-                ratio = peers["filetwin"][key].get(ratio_key) if "filetwin" in peers else None
-                cells.append(f"{ratio['ratio']:.2f}× ({ratio['peer']})" if ratio else "-")
-            lines.append(
-                f"| {key} | "
-                + " | ".join(_fmt(peers[t][key]) for t in tools)
-                + f" | {cells[0]} | {cells[1]} |"
-            )
-        lines.append("")
+        lines += peer_lines(peers)
     own = out.get("own") or {}
     own_meta = by_section.get("own")
     if own and own_meta is not None and own_meta["date"] != meta["date"]:
         lines += [f"filetwin's own figures measured {own_meta['date']}:", ""]
-    for name in ("latency_4k", "latency_16m"):
+    for name in ("latency_4k", "latency_16m", "latency_4k_enc", "latency_16m_enc"):
         if name in own:
             r = own[name]
-            lines.append(
-                f"- close → durable version, {name[8:]} file: p50 {r['p50_ms']:.1f} ms, "
+            size = name.split("_")[1]
+            enc = ", encrypted (repokey)" if name.endswith("_enc") else ""
+            line = (
+                f"- close → durable version, {size} file{enc}: p50 {r['p50_ms']:.1f} ms, "
                 f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms over {r['n']} saves"
             )
+            if name == "latency_4k_enc":
+                ok = r["p50_ms"] <= CLOSE_P50_MS and r["p99_ms"] <= CLOSE_P99_MS
+                line += (
+                    f"; target p50 ≤ {CLOSE_P50_MS:g} ms and p99 ≤ {CLOSE_P99_MS:g} ms: {_hit(ok)}"
+                )
+            lines.append(line)
     if "scale" in own:
         s = own["scale"]
         lines.append(
@@ -112,11 +172,16 @@ def table(out: dict[str, Any]) -> str:
         )
     if "profile_large_change" in own:
         p = own["profile_large_change"]
-        for name, what in (("first", "first backup"), ("change", "backup after a 1 MiB change")):
+        for name, what in (
+            ("first", "the on-close first backup"),
+            ("change", "the on-close backup after a 1 MiB change"),
+            ("first_enc", "the first backup into an encrypted (repokey) repository"),
+            ("restore_enc", "the restore (`restore --to`) from the encrypted repository"),
+        ):
             if f"{name}_top" not in p:
                 continue
             lines.append(
-                f"- profile (pyinstrument) of the on-close {what} of the "
+                f"- profile (pyinstrument) of {what} of the "
                 f"{p['bytes'] / 2**20:.0f} MiB file, {p[f'{name}_seconds']:.2f} s:"
             )
             lines.append("")
@@ -131,6 +196,71 @@ def table(out: dict[str, Any]) -> str:
         lines.append("")
         lines.extend(fuse_lines(out["fuse"], (out.get("meta_by_section") or {}).get("fuse")))
     return "\n".join(lines) + "\n"
+
+
+def peer_lines(peers: dict[str, Any]) -> list[str]:
+    """The side-by-side table, then issue 10's targets as ratios within each run."""
+    tools = _tools(peers)
+    keys = list(peers[tools[0]])
+    if any(t in peers for t in OWN):
+        add_ratios(peers)  # results written before a ratio existed get it too
+    columns: list[tuple[str, str, str]] = [("filetwin", "vs_best_peer", "filetwin ÷ best peer")]
+    if "filetwin-enc" in peers:
+        columns += [
+            ("filetwin", "vs_like", "filetwin ÷ borg -e none (like with like)"),
+            ("filetwin-enc", "vs_like", "filetwin-enc ÷ best of restic, borg -e repokey "
+             "(like with like)"),
+        ]  # fmt: skip
+    else:
+        columns += [("filetwin", "vs_best_dedup", "filetwin ÷ best deduplicating peer")]
+    lines = [
+        "| measure | " + " | ".join(tools) + " | " + " | ".join(c[2] for c in columns) + " |",
+        "| --- |" + " --- |" * (len(tools) + len(columns)),
+    ]
+    for key in keys:
+        cells = []
+        for own, ratio_key, _ in columns:
+            ratio = peers.get(own, {}).get(key, {}).get(ratio_key)
+            cells.append(f"{ratio['ratio']:.2f}× ({ratio['peer']})" if ratio else "-")
+        lines.append(
+            f"| {key} | "
+            + " | ".join(_fmt(peers[t][key]) if key in peers[t] else "-" for t in tools)
+            + " | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines.append("")
+    targets = peers.get(TARGETS) or {}
+    labels = {
+        "first_backup_filetwin": "first backup, filetwin ÷ the faster of {against}",
+        "first_backup_filetwin-enc": "first backup, filetwin-enc ÷ the faster of {against}",
+        "restore_all_filetwin": "restore of everything, filetwin ÷ {against}",
+        "restore_all_filetwin-enc": "restore of everything, filetwin-enc ÷ {against}",
+        "encryption_first_backup_s": "encryption's cost on the first backup, "
+        "filetwin-enc ÷ filetwin",
+        "encryption_first_backup_files_s": "the same, the ~200 files alone",
+        "encryption_first_backup_large_s": "the same, the large file alone",
+    }
+    if targets:
+        lines += [
+            "Targets (issue 10), each ratio taken within one run, median (min–max) of the runs:",
+            "",
+        ]
+    for name, label in labels.items():
+        t = targets.get(name)
+        if t is None:
+            continue
+        text = label.format(against=" and ".join(t["against"]))
+        verdict = _hit(t["median"] <= t["limit"])
+        if name in ("encryption_first_backup_files_s", "encryption_first_backup_large_s"):
+            verdict = "for information"
+        lines.append(
+            f"- {text}: {t['median']:.2f}× ({t['min']:.2f}–{t['max']:.2f}); target ≤ "
+            f"{t['limit']:.2f}×: {verdict}"
+        )
+    if targets:
+        lines.append("")
+    return lines
 
 
 FUSE_ROWS = (

@@ -55,7 +55,9 @@ class Tool:
             self.peak_kib = max(self.peak_kib, int(out.read_text().split()[-1]))
 
     def setup(self) -> None: ...
-    def first_backup(self, files: list[Path]) -> None:
+    def first_backup(self, files: list[Path], exclude: Path | None = None) -> None:
+        """Back up the data directory (``files`` is what it holds, for filetwin's
+        ``add``), leaving out ``exclude`` (a file directly in the data directory)."""
         raise NotImplementedError
 
     def incremental(self, changed: list[Path]) -> None:
@@ -81,8 +83,11 @@ class Restic(Tool):
         self.env = {"RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(self.work / "cache")}
         self.run("restic", "init", "--repo", str(self.repo), "-q", env=self.env)
 
-    def first_backup(self, files: list[Path]) -> None:
-        self.run("restic", "backup", "--repo", str(self.repo), "-q", str(self.data), env=self.env)
+    def first_backup(self, files: list[Path], exclude: Path | None = None) -> None:
+        ex = ["--exclude", exclude.name] if exclude is not None else []
+        self.run(
+            "restic", "backup", "--repo", str(self.repo), "-q", *ex, str(self.data), env=self.env
+        )
 
     def incremental(self, changed: list[Path]) -> None:
         self.first_backup(changed)
@@ -126,23 +131,29 @@ class Restic(Tool):
 
 
 class Borg(Tool):
+    """borg 1.x, ``borg init -e none`` (``encryption`` names another mode: BorgRepokey)."""
+
     name = "borg"
+    encryption = "none"
 
     def setup(self) -> None:
         self.env = {
             "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
             "BORG_BASE_DIR": str(self.work / "borgbase"),
+            "BORG_PASSPHRASE": "bench",
         }
         self.n = 0
-        self.run("borg", "init", "-e", "none", str(self.repo), env=self.env)
+        self.run("borg", "init", "-e", self.encryption, str(self.repo), env=self.env)
 
-    def first_backup(self, files: list[Path]) -> None:
+    def first_backup(self, files: list[Path], exclude: Path | None = None) -> None:
         self.n += 1
+        ex = ["--exclude", f"*/{exclude.name}"] if exclude is not None else []
         self.run(
             "borg",
             "create",
             "--compression",
             "lz4",
+            *ex,
             f"{self.repo}::s{self.n}",
             str(self.data),
             env=self.env,
@@ -162,6 +173,14 @@ class Borg(Tool):
         )
 
 
+class BorgRepokey(Borg):
+    """borg with ``borg init -e repokey`` (AES-256-CTR + HMAC-SHA256; the key kept
+    in the repository, wrapped by the passphrase): like filetwin's repokey."""
+
+    name = "borg-enc"
+    encryption = "repokey"
+
+
 class Rsync(Tool):
     name = "rsync"
 
@@ -171,10 +190,13 @@ class Rsync(Tool):
         help_text = subprocess.run(["rsync", "--help"], capture_output=True, text=True).stdout
         self.fsync = ["--fsync"] if "--fsync" in help_text else []
 
-    def first_backup(self, files: list[Path]) -> None:
+    def first_backup(self, files: list[Path], exclude: Path | None = None) -> None:
         self.n += 1
         link = [f"--link-dest={self.repo / f's{self.n - 1}'}"] if self.n > 1 else []
-        self.run("rsync", "-a", *self.fsync, *link, f"{self.data}/", str(self.repo / f"s{self.n}"))
+        ex = [f"--exclude=/{exclude.name}"] if exclude is not None else []
+        self.run(
+            "rsync", "-a", *self.fsync, *ex, *link, f"{self.data}/", str(self.repo / f"s{self.n}")
+        )
 
     def incremental(self, changed: list[Path]) -> None:
         self.first_backup(changed)
@@ -229,14 +251,31 @@ def status_kib(pid: int, field: str) -> int:
     return 0
 
 
+#: the passphrase of every encrypted repository the bench makes
+PASSPHRASE = "bench"
+
+
 class Filetwin(Tool):
+    """The daemon on a fresh state directory; ``encryption="repokey"`` in
+    ``config`` makes an encrypted repository (the daemon creates it at start
+    with $FILETWIN_PASSWORD, so the KDF runs once, outside every timing)."""
+
     name = "filetwin"
 
     def __init__(self, work: Path, data: Path, **config: Any) -> None:
         super().__init__(work, data)
         self.state = work / "state"
         self.config = {"repository": str(self.repo), **config}
+        self.encrypted = config.get("encryption", "none") != "none"
+        if self.encrypted:
+            self.name = "filetwin-enc"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def open_repository(self) -> Any:
+        """The repository as an offline command opens it (unlocking it: one KDF run)."""
+        from filetwin.repo.opening import open_repository
+
+        return open_repository(str(self.repo), passphrase=lambda: PASSPHRASE)
 
     def setup(self) -> None:
         self.state.mkdir(parents=True)
@@ -261,6 +300,7 @@ class Filetwin(Tool):
             ],
             stdout=self.log,
             stderr=self.log,
+            env={**os.environ, "FILETWIN_PASSWORD": PASSPHRASE},
         )
         deadline = time.monotonic() + 60
         while True:
@@ -281,8 +321,9 @@ class Filetwin(Tool):
         assert self.proc is not None
         return sum(status_kib(p, "VmRSS") for p in descendants(self.proc.pid))
 
-    def first_backup(self, files: list[Path]) -> None:
+    def first_backup(self, files: list[Path], exclude: Path | None = None) -> None:
         # add returns once every first version is stored and durable.
+        files = [f for f in files if f != exclude]
         for i in range(0, len(files), 500):
             self.client.add(*files[i : i + 500])
         self.sample_peak()
@@ -309,11 +350,9 @@ class Filetwin(Tool):
         raise RuntimeError("filetwin is driven by its watcher: use change_and_wait")
 
     def restore_all(self, dest: Path) -> None:
-        from filetwin.backends import open_backend
-        from filetwin.repo import Repository
         from filetwin.restore import restore_version
 
-        repo = Repository(open_backend(str(self.repo)))
+        repo = self.open_repository()
         for path in repo.entries():
             target = dest / Path(path).relative_to(self.data)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -331,7 +370,12 @@ class Filetwin(Tool):
         self.log.close()
 
 
-PEERS = {"restic": Restic, "borg": Borg, "rsync": Rsync}
+PEERS: dict[str, type[Tool]] = {
+    "restic": Restic,
+    "borg": Borg,
+    "borg-enc": BorgRepokey,
+    "rsync": Rsync,
+}
 
 
 def available(name: str) -> bool:
