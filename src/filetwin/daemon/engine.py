@@ -27,6 +27,8 @@ from ..errors import (
 )
 from ..heal import IO_ERRNOS
 from ..policy import Policy
+from ..replicas.layout import this_host
+from ..replicas.replicator import Replicator
 from ..repo import Manifest
 from ..repo.crypto import export_keys, passphrase_from_env
 from ..repo.opening import open_repository
@@ -116,6 +118,12 @@ class Engine:
         self.retention = Retention(
             self.repo, self.table, self.gate, self.emit, config.gc_delay_s, self._start_task
         )
+        #: the [[replica]] tables' tasks: notified of commits and journal records
+        self.replicator = Replicator.from_config(
+            config.replicas, this_host(), self.repo, config.journals_dir, self.table.paths,
+            self.emit, clock,
+        )  # fmt: skip
+        self.onwrite.journals.on_appended = self.replicator.appended
         self._stopping = False
         #: the config's [[protect]] tables applied at start and on reload
         self.reconciler = Reconciler(self)
@@ -131,6 +139,7 @@ class Engine:
             # any new write can be journaled after the damage.
             await self.onwrite.fresh_version_now(path)
         self.watcher.start(asyncio.get_running_loop())
+        self.replicator.start()
         catch_up: list[str] = []
         for row in self.table.all():
             path = row["path"]
@@ -186,6 +195,7 @@ class Engine:
                 )
         self.supervisors.clear()
         self.onwrite.journals.close_all()
+        await self.replicator.stop()
         await self.pool.close()
         with contextlib.suppress(FiletwinError):
             await asyncio.to_thread(self.repo.save_index)
@@ -382,6 +392,8 @@ class Engine:
             live_seq = self.onwrite.journals.known_last_seq(row["path"])
             if live_seq is not None:
                 item["journal_seq"] = live_seq
+            if self.replicator.replicas:
+                item["replicas"] = self.replicator.rows(row["path"])
             out.append(item)
         return out
 
@@ -605,6 +617,7 @@ class Engine:
 
     async def announce(self, path: str, manifest: Manifest, row: dict[str, Any]) -> None:
         """The event of a committed version, then the entry's retention."""
+        self.replicator.committed(path)
         same = " (same content as the previous version)" if manifest.unchanged else ""
         self.emit(
             path,

@@ -67,6 +67,8 @@ class Journals:
         self._floor = floor
         self._on_failed = on_failed
         self._on_gap = on_gap
+        #: told (path, seq) once records up to seq are acknowledged (the replicator)
+        self.on_appended: Callable[[str, int], None] | None = None
 
     def directory(self, path: str) -> Path:
         return journal_dir(self.root, path)
@@ -159,9 +161,12 @@ class Journals:
                     if guard is not None and not guard(writer):
                         return None
                     if sync_mode == "always":
-                        return await asyncio.to_thread(op, writer)
-                    result = op(writer)
-                    self._arm(path, writer)
+                        result = await asyncio.to_thread(op, writer)
+                    else:
+                        result = op(writer)
+                        self._arm(path, writer)
+                    if self.on_appended is not None:
+                        self.on_appended(path, writer.next_seq - 1)
                     return result
                 except RepositoryError as e:
                     self._failed(path, writer, f"appending to the journal of {path} failed: {e}")

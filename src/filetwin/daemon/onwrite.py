@@ -515,7 +515,11 @@ class OnWrite:
         """Keep every segment a version inside the retention window still needs."""
         bases = [m for m in self.engine.repo.versions(path) if m.cause in JOURNAL_BASES]
         if bases:
-            drop_segments_before(self.journals.directory(path), bases[0].journal_seq + 1)
+            below = bases[0].journal_seq + 1
+            # Records a replica has not received yet stay (replicas/replicator.py).
+            replicator = getattr(self.engine, "replicator", None)
+            hold = replicator.hold_seq(path) if replicator is not None else None
+            drop_segments_before(self.journals.directory(path), min(below, hold or below))
 
     # the healer's view (healer.HealJournal) -----------------------------
     def directory(self, path: str) -> Path:

@@ -1,0 +1,162 @@
+"""Copying the primary repository's objects to a replica, in an order that keeps
+the replica a valid repository at every moment.
+
+Objects are immutable and content-named (packs, index objects, manifests), so
+a copy is "put what the replica lacks, by name"; ``config`` and ``keys/`` are
+compared by content (a passphrase change rewrites them). One pass:
+
+1. list the primary's manifests, THEN its packs, index objects and loose
+   chunks: a manifest is put after its packs, so every pack a listed manifest
+   needs is in the later listing (gc puts a repacked pack before deleting the
+   old one);
+2. put ``config`` and ``keys/`` first, then packs and loose chunks, then index
+   objects, then the manifests (oldest first). A pack that vanished between
+   listing and copying (gc) makes the pass copy no manifest: it is run again;
+3. deletions, only once everything listed is there: manifests the primary no
+   longer has, then index objects, then packs and loose chunks. The replica's
+   manifests are then a subset of the primary's, whose chunks are all in packs
+   copied before.
+
+The replica's contents are remembered (``known``) from one listing at start,
+then from what the mirror put and deleted; ``rescan`` lists again (objects
+removed behind our back are then copied again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..backends.base import Backend
+from ..errors import ObjectNotFound
+from ..repo.chunkstore import LOOSE
+from ..repo.packs import INDEX, PACKS
+from ..repo.repository import MANIFESTS
+from .layout import JOURNALS
+
+META = ("config", "keys/")
+
+
+@dataclass
+class PassResult:
+    """What one pass did. ``complete``: everything listed is on the replica."""
+
+    copied: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    complete: bool = True
+    #: the manifests the primary held when listed
+    manifests: list[str] = field(default_factory=list)
+
+
+def manifest_parts(name: str) -> tuple[str, float, str] | None:
+    """(entry key, time, version id) from a manifest's object name."""
+    if not name.startswith(MANIFESTS):
+        return None
+    parts = name[len(MANIFESTS) :].split("/")
+    if len(parts) != 2 or not parts[1].endswith(".json"):
+        return None
+    stamp, _, vid = parts[1][: -len(".json")].partition("-")
+    if not stamp.isdigit() or not vid:
+        return None
+    return parts[0], int(stamp) / 1e9, vid
+
+
+class Mirror:
+    """Keeps ``dst`` a copy of the repository in ``src`` (see module doc). Not thread-safe:
+    one pass at a time. Backend errors propagate (the caller retries with backoff)."""
+
+    def __init__(self, src: Backend, dst: Backend) -> None:
+        self.src = src
+        self.dst = dst
+        #: names the replica holds (repository objects only; None: not listed yet)
+        self.known: set[str] | None = None
+        #: config and keys as last seen on the replica (saves a get per pass)
+        self._meta: dict[str, bytes] = {}
+
+    def rescan(self) -> None:
+        """Recompute what the replica holds from a listing of it."""
+        self.known = {n for n in self.dst.list("") if not n.startswith(JOURNALS)}
+        self._meta = {}
+
+    def _put(self, name: str, data: bytes, out: PassResult) -> None:
+        assert self.known is not None
+        self.dst.put(name, data)
+        self.known.add(name)
+        out.copied.append(name)
+
+    def sync(
+        self, *, deletions: bool = True, progress: Callable[[], None] | None = None
+    ) -> PassResult:
+        """One pass (see module doc). ``progress`` is called after each object put."""
+        if self.known is None:
+            self.rescan()
+        known = self.known
+        assert known is not None
+        out = PassResult()
+        manifests = sorted(self.src.list(MANIFESTS))
+        data_objects = sorted(self.src.list(PACKS)) + sorted(self.src.list(LOOSE))
+        index = sorted(self.src.list(INDEX))
+        meta = sorted(n for prefix in META for n in self.src.list(prefix))
+        out.manifests = manifests
+        for name in meta:
+            try:
+                data = self.src.get(name)
+            except ObjectNotFound:
+                continue
+            if name in known and name not in self._meta:
+                try:
+                    self._meta[name] = self.dst.get(name)
+                except ObjectNotFound:
+                    known.discard(name)
+            if name not in known or self._meta.get(name) != data:
+                self._put(name, data, out)
+                self._meta[name] = data
+        for name in data_objects + index:
+            if name in known:
+                continue
+            try:
+                data = self.src.get(name)
+            except ObjectNotFound:
+                out.complete = False  # gc moved it: list again before any manifest
+                continue
+            self._put(name, data, out)
+            if progress is not None:
+                progress()
+        if not out.complete:
+            return out
+        for name in manifests:
+            if name in known:
+                continue
+            try:
+                data = self.src.get(name)
+            except ObjectNotFound:
+                continue  # retention removed it since: nothing to copy
+            self._put(name, data, out)
+            if progress is not None:
+                progress()
+        if deletions:
+            listed_manifests = set(manifests)
+            listed_data = set(data_objects) | set(index)
+            doomed = sorted(
+                n for n in known if n.startswith(MANIFESTS) and n not in listed_manifests
+            )
+            doomed += sorted(n for n in known if n.startswith(INDEX) and n not in listed_data)
+            doomed += sorted(
+                n for n in known if n.startswith((PACKS, LOOSE)) and n not in listed_data
+            )
+            for name in doomed:
+                self.dst.delete(name)
+                known.discard(name)
+                out.deleted.append(name)
+        return out
+
+    def newest_by_key(self) -> dict[str, tuple[float, str]]:
+        """Entry key -> (time, id) of the newest version the replica holds."""
+        out: dict[str, tuple[float, str]] = {}
+        for name in self.known or ():
+            parts = manifest_parts(name)
+            if parts is not None:
+                key, when, vid = parts
+                if key not in out or out[key][0] < when:
+                    out[key] = (when, vid)
+        return out

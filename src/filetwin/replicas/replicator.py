@@ -1,0 +1,410 @@
+"""The daemon's replicator: one asyncio task per ``[[replica]]``, never in a save's way.
+
+Each task keeps its replica a copy of the primary (mirror.py) and ships the
+records of on-write journals (shipper.py) under ``hosts/<host>/`` of the
+replica's location (layout.py). Nothing here is awaited by a save or a
+journaled write: the engine and the journals only *notify* (``committed``,
+``appended``: a dict update and an Event set, on the loop), and every backend
+call runs in a thread of the task.
+
+- Journal records are shipped once the oldest unshipped one is ``window_s``
+  old (default 0.1 s), so the records of one window make one object.
+- A version (or any repository change) makes a pass of the mirror at once;
+  a full pass (deletions of journal objects included) runs every ``full_s``.
+- A failure (replica down, refused credentials) is an event ``replica-failed``
+  naming it (once per distinct problem) and the task retries with exponential
+  backoff (``backoff_s`` doubled up to ``max_backoff_s``); on its return the
+  positions are recomputed from the replica (a listing) and it catches up.
+- Lag per entry: the age of the oldest change the replica lacks (a version
+  committed or a record acknowledged, not yet there), 0 when caught up. Events
+  ``replica-behind`` when a replica's lag passes its ``lag_alert_s`` and
+  ``replica-caught-up`` when it is back under it (or after a failure, once
+  everything is there).
+- ``hold_seq(path)``: the local journal keeps every record some replica has
+  not received (onwrite.py drops segments only below it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..backends import open_backend
+from ..backends.base import Backend
+from ..config import ReplicaSettings
+from ..errors import FiletwinError
+from ..repo.moments import journal_dir
+from ..repo.repository import Repository
+from .layout import host_location
+from .mirror import Mirror, PassResult, manifest_parts
+from .shipper import Shipper, first_local_seq
+
+log = logging.getLogger("filetwin.replicas")
+
+Emit = Callable[[str | None, str, bool, str], None]
+
+
+class Replica:
+    """One replica's task and state (all state is touched on the event loop only)."""
+
+    def __init__(
+        self,
+        settings: ReplicaSettings,
+        host: str,
+        primary: Repository,
+        journals_root: Path,
+        paths: Callable[[], list[str]],
+        emit: Emit,
+        clock: Callable[[], float],
+        *,
+        window_s: float = 0.1,
+        full_s: float = 60.0,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name or settings.location
+        self.location = host_location(settings.location, host)
+        self.primary = primary
+        self.journals_root = journals_root
+        self.paths = paths
+        self.emit = emit
+        self.clock = clock
+        self.window_s = window_s
+        self.full_s = full_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.backend: Backend | None = None
+        self.mirror: Mirror | None = None
+        self.shipper: Shipper | None = None
+        self.connected = False
+        #: the last acknowledged seq per on-write entry, and since when one is unshipped
+        self.acked: dict[str, int] = {}
+        self.pending_since: dict[str, float] = {}
+        self._later: dict[str, float] = {}
+        self._shipping: set[str] = set()
+        #: the replica's position per entry (known once connected)
+        self.shipped: dict[str, int] = {}
+        #: entries with a version committed and not yet mirrored: since when
+        self.dirty: dict[str, float] = {}
+        self._repo_dirty = True
+        #: entry key -> the oldest version missing on the replica (from the last listing)
+        self.missing: dict[str, float] = {}
+        #: entry key -> (time, id) of the newest version the replica holds
+        self.newest: dict[str, tuple[float, str]] = {}
+        self.error: str | None = None
+        self.behind = False
+        self._next_full = 0.0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    # notifications (event loop) --------------------------------------------
+    def appended(self, path: str, seq: int) -> None:
+        if seq <= self.acked.get(path, 0):
+            return
+        self.acked[path] = seq
+        now = self.clock()
+        if path in self._shipping:
+            self._later.setdefault(path, now)
+        elif seq > self.shipped.get(path, 0):
+            self.pending_since.setdefault(path, now)
+        self._wake.set()
+
+    def committed(self, path: str) -> None:
+        self.dirty.setdefault(path, self.clock())
+        self._repo_dirty = True
+        self._wake.set()
+
+    def changed(self) -> None:
+        """Something other than a version changed the repository (retention, gc)."""
+        self._repo_dirty = True
+        self._wake.set()
+
+    # life cycle ------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        backoff = self.backoff_s
+        while not self._stopping:
+            try:
+                if not self.connected:
+                    await asyncio.to_thread(self._connect)
+                    self.connected = True
+                    self._next_full = 0.0
+                await self._work()
+            except FiletwinError as e:
+                self.connected = False  # positions are recomputed from the replica
+                self._failed(str(e))
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+            except Exception as e:  # noqa: BLE001 - a bug must not end replication silently
+                log.exception("replica %s", self.name)
+                self.connected = False
+                self._failed(f"{type(e).__name__}: {e}")
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+            else:
+                backoff = self.backoff_s
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (the backoff), or until the replicator stops."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), deadline - time.monotonic())
+
+    def _connect(self) -> None:
+        """(thread) Open the replica's backend and recompute its positions."""
+        s = self.settings
+        if self.backend is None:
+            self.backend = open_backend(
+                self.location, endpoint_url=s.endpoint or None, region=s.region or None
+            )
+            self.mirror = Mirror(self.primary.backend, self.backend)
+            self.shipper = Shipper(self.backend, self.primary.keys)
+        assert self.mirror is not None and self.shipper is not None
+        self.mirror.rescan()
+        self.shipper.rescan()
+
+    def _failed(self, message: str) -> None:
+        if message != self.error:
+            self.emit(
+                None,
+                "replica-failed",
+                False,
+                f"replica {self.name} ({self.location}): {message}; retrying with backoff",
+            )
+        self.error = message
+
+    # the work loop -----------------------------------------------------------
+    async def _work(self) -> None:
+        assert self.shipper is not None
+        key_of = self.primary.entry_key
+        # Positions from the replica (at start and after every failure).
+        for path in set(self.acked) | set(self.paths()):
+            self.shipped[path] = self.shipper.shipped(key_of(path))
+            if self.acked.get(path, 0) > self.shipped[path]:
+                self.pending_since.setdefault(path, self.clock())
+        while not self._stopping:
+            self._wake.clear()
+            now = self.clock()
+            due = [
+                p
+                for p, since in self.pending_since.items()
+                if now - since >= self.window_s and self.acked.get(p, 0) > self.shipped.get(p, 0)
+            ]
+            for path in due:
+                await self._ship(path)
+            if self._repo_dirty or now >= self._next_full:
+                await self._pass(full=now >= self._next_full)
+            if self.error is not None:
+                self.error = None
+                self._lag_events(force_caught_up=True)
+            self._lag_events()
+            waits = [since + self.window_s - self.clock() for since in self.pending_since.values()]
+            timeout = max(0.0, min([1.0, self._next_full - self.clock(), *waits]))
+            if self._repo_dirty:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _ship(self, path: str) -> None:
+        assert self.shipper is not None
+        upto = self.acked[path]
+        key = self.primary.entry_key(path)
+        jdir = journal_dir(self.journals_root, path)
+        self._shipping.add(path)
+        try:
+            new = await asyncio.to_thread(self.shipper.ship, key, jdir, upto)
+        finally:
+            self._shipping.discard(path)
+            later = self._later.pop(path, None)
+        self.shipped[path] = max(new, self.shipped.get(path, 0))
+        self.pending_since.pop(path, None)
+        if later is not None and self.acked[path] > self.shipped[path]:
+            self.pending_since[path] = later
+        elif self.shipped[path] < upto:
+            # The local journal does not hold them (dropped before this replica was
+            # configured, or damaged): nothing more to ship until the next record.
+            self.acked[path] = self.shipped[path]
+
+    async def _pass(self, full: bool) -> None:
+        assert self.mirror is not None and self.shipper is not None
+        self._repo_dirty = False
+        before = dict(self.dirty)
+        paths = self.paths()
+        result = await asyncio.to_thread(self._pass_thread, full, paths)
+        for path, since in before.items():
+            if self.dirty.get(path) == since:
+                del self.dirty[path]
+        if not result.complete:
+            self._repo_dirty = True
+        if full:
+            self._next_full = self.clock() + self.full_s
+
+    def _pass_thread(self, full: bool, paths: list[str]) -> PassResult:
+        assert self.mirror is not None and self.shipper is not None
+        mirror = self.mirror
+        known = mirror.known or set()
+        missing: dict[str, float] = {}
+        result = PassResult()
+        for _attempt in range(3):
+            pending = {n for n in self.primary.backend.list("manifests/")} - known
+            for name in pending:
+                parts = manifest_parts(name)
+                if parts is not None:
+                    missing[parts[0]] = min(missing.get(parts[0], parts[1]), parts[1])
+            self.missing = missing
+            result = mirror.sync()
+            if result.complete:
+                break
+        self.missing = {}
+        self.newest = mirror.newest_by_key()
+        if full and result.complete:
+            self._prune_journals(result, paths)
+        return result
+
+    def _prune_journals(self, result: PassResult, paths: list[str]) -> None:
+        """(thread) Journal objects the replica no longer needs: all of an entry the
+        primary has no versions of; below the oldest local segment otherwise."""
+        assert self.shipper is not None
+        with_versions = {p[0] for n in result.manifests if (p := manifest_parts(n))}
+        local = {self.primary.entry_key(p): p for p in paths}
+        for key in list(self.shipper.objects):
+            if key not in with_versions:
+                self.shipper.prune(key, None)
+            elif key in local:
+                first = first_local_seq(journal_dir(self.journals_root, local[key]))
+                if first is not None:
+                    self.shipper.prune(key, first)
+
+    # lag ---------------------------------------------------------------------
+    def lag(self, path: str | None = None) -> float:
+        """Age of the oldest change the replica lacks (of one entry, or of any)."""
+        times: list[float] = []
+        if path is None:
+            times += list(self.pending_since.values()) + list(self.dirty.values())
+            times += list(self.missing.values())
+        else:
+            if path in self.pending_since:
+                times.append(self.pending_since[path])
+            if path in self.dirty:
+                times.append(self.dirty[path])
+            key = self.primary.entry_key(path)
+            if key in self.missing:
+                times.append(self.missing[key])
+        return max(0.0, self.clock() - min(times)) if times else 0.0
+
+    def _lag_events(self, force_caught_up: bool = False) -> None:
+        lag = self.lag()
+        bound = self.settings.lag_alert_s
+        if not self.behind and lag > bound:
+            self.behind = True
+            self.emit(
+                None,
+                "replica-behind",
+                False,
+                f"replica {self.name} trails by {lag:.1f} s (more than {bound:g} s)",
+            )
+        elif (self.behind and lag <= bound) or (force_caught_up and lag <= bound):
+            self.behind = False
+            self.emit(None, "replica-caught-up", True, f"replica {self.name} has caught up")
+
+    def row(self, path: str) -> dict[str, Any]:
+        """What status shows of this replica for entry ``path``."""
+        newest = self.newest.get(self.primary.entry_key(path))
+        return {
+            "name": self.name,
+            "version": newest[1] if newest else None,
+            "journal_seq": self.shipped.get(path, 0),
+            "lag_s": round(self.lag(path), 3),
+        }
+
+    def hold_seq(self, path: str) -> int:
+        """The lowest seq the local journal of ``path`` must keep for this replica."""
+        if not self.connected and path not in self.shipped:
+            return 1
+        return self.shipped.get(path, 0) + 1
+
+
+class Replicator:
+    """Every replica of the daemon (see module doc)."""
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self.replicas = replicas
+
+    @classmethod
+    def from_config(
+        cls,
+        settings: tuple[ReplicaSettings, ...],
+        host: str,
+        primary: Repository,
+        journals_root: Path,
+        paths: Callable[[], list[str]],
+        emit: Emit,
+        clock: Callable[[], float] = time.time,
+        **timing: float,
+    ) -> Replicator:
+        return cls(
+            [
+                Replica(s, host, primary, journals_root, paths, emit, clock, **timing)
+                for s in settings
+            ]
+        )
+
+    def start(self) -> None:
+        for r in self.replicas:
+            r.start()
+
+    async def stop(self) -> None:
+        for r in self.replicas:
+            await r.stop()
+
+    def appended(self, path: str, seq: int) -> None:
+        for r in self.replicas:
+            r.appended(path, seq)
+
+    def committed(self, path: str) -> None:
+        for r in self.replicas:
+            r.committed(path)
+
+    def changed(self) -> None:
+        for r in self.replicas:
+            r.changed()
+
+    def rows(self, path: str) -> list[dict[str, Any]]:
+        return [r.row(path) for r in self.replicas]
+
+    def hold_seq(self, path: str) -> int | None:
+        """The lowest seq the local journal must keep (None: no replica holds anything back)."""
+        if not self.replicas:
+            return None
+        return min(r.hold_seq(path) for r in self.replicas)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per replica: name, location, whether it answers, its problem, its lag."""
+        return [
+            {
+                "name": r.name,
+                "location": r.location,
+                "connected": r.connected and r.error is None,
+                "error": r.error,
+                "lag_s": round(r.lag(), 3),
+            }
+            for r in self.replicas
+        ]

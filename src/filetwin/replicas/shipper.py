@@ -1,0 +1,99 @@
+"""Shipping on-write journal records to a replica as immutable journal objects.
+
+The replica's position per entry is the last seq of its newest journal object,
+recomputed from a listing at start (``rescan``) and then kept from what was
+put. Records are read back from the local journal (they are acknowledged: the
+caller names the last acknowledged seq) and put as objects of consecutive
+records (layout.py), split at gaps and past ``max_bytes`` of payload.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..backends.base import Backend
+from ..repo.crypto import Keys
+from ..repo.journal import Record, iter_records, list_segments
+from .layout import (
+    JOURNALS,
+    encode_segment,
+    journal_object,
+    parse_journal_object,
+    seal_journal,
+)
+
+#: payload bytes at most in one journal object
+MAX_OBJECT_BYTES = 8 << 20
+
+
+def first_local_seq(jdir: Path) -> int | None:
+    """The first seq the local journal may still hold (its oldest segment's), or None."""
+    segs = list_segments(jdir)
+    return int(segs[0].name[:20]) if segs else None
+
+
+class Shipper:
+    """Journal objects of one replica (see module doc). One thread at a time."""
+
+    def __init__(self, dst: Backend, keys: Keys, max_bytes: int = MAX_OBJECT_BYTES) -> None:
+        self.dst = dst
+        self.keys = keys
+        self.max_bytes = max_bytes
+        #: entry key -> {object name: (first, last)}
+        self.objects: dict[str, dict[str, tuple[int, int]]] = {}
+
+    def rescan(self) -> None:
+        """Recompute every entry's position from a listing of the replica."""
+        objects: dict[str, dict[str, tuple[int, int]]] = {}
+        for name in self.dst.list(JOURNALS):
+            parsed = parse_journal_object(name)
+            if parsed is not None:
+                objects.setdefault(parsed[0], {})[name] = (parsed[1], parsed[2])
+        self.objects = objects
+
+    def shipped(self, key: str) -> int:
+        """The newest seq of entry ``key`` the replica holds (0: none)."""
+        ranges = self.objects.get(key)
+        return max((last for _f, last in ranges.values()), default=0) if ranges else 0
+
+    def ship(self, key: str, jdir: Path, upto: int) -> int:
+        """Put the records after the replica's position up to ``upto``; return the new
+        position. Backend errors propagate (what was put before stays shipped)."""
+        start = self.shipped(key) + 1
+        first = first_local_seq(jdir)
+        if first is None or upto < start:
+            return start - 1
+        start = max(start, first)
+        batch: list[Record] = []
+        size = 0
+        for r in iter_records(jdir, start_seq=start, allow_gaps=True):
+            if r.seq > upto:
+                break
+            if batch and (r.seq != batch[-1].seq + 1 or size + len(r.data) > self.max_bytes):
+                self._put(key, batch)
+                batch, size = [], 0
+            batch.append(r)
+            size += len(r.data)
+        if batch:
+            self._put(key, batch)
+        return self.shipped(key)
+
+    def _put(self, key: str, records: list[Record]) -> None:
+        name = journal_object(key, records[0].seq, records[-1].seq)
+        self.dst.put(name, seal_journal(self.keys, name, encode_segment(records)))
+        self.objects.setdefault(key, {})[name] = (records[0].seq, records[-1].seq)
+
+    def prune(self, key: str, below: int | None) -> list[str]:
+        """Delete the objects of entry ``key`` whose records all lie before ``below``
+        (None: every object of the entry); return their names."""
+        doomed = [
+            name
+            for name, (_f, last) in sorted(self.objects.get(key, {}).items())
+            if below is None or last < below
+        ]
+        for name in doomed:
+            self.dst.delete(name)
+            del self.objects[key][name]
+        if key in self.objects and not self.objects[key]:
+            del self.objects[key]
+        return doomed

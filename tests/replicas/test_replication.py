@@ -1,0 +1,56 @@
+"""A daemon with a replica on another directory: versions and journal records reach it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from filetwin.replicas.layout import host_location
+from filetwin.repo.opening import open_repository
+from tests.helpers import Daemon, wait_until
+from tests.replicas.conftest import HOST, replica_toml
+
+
+def _replica_row(d: Daemon, path: Path) -> dict:
+    rows = d.client.status(path)["replicas"]  # type: ignore[typeddict-item]
+    assert [r["name"] for r in rows] == ["r1"]
+    return rows[0]
+
+
+def test_versions_and_records_reach_a_directory_replica(
+    replica_daemon: Callable[..., Daemon], tmp_path: Path, files: Path
+) -> None:
+    replica = tmp_path / "replica"
+    d = replica_daemon(replica_toml(str(replica)))
+    f = files / "notes.txt"
+    f.write_bytes(b"first\n")
+    d.client.add(f)
+    f.write_bytes(b"second version\n")
+    v = d.client.backup(f)
+    row = wait_until(
+        lambda: (r := _replica_row(d, f))["version"] == v["id"] and r,
+        what="the version on the replica",
+    )
+    assert row["lag_s"] == 0
+    # The replica opens as a repository of its own, and holds the version bit for bit.
+    copy = open_repository(host_location(str(replica), HOST))
+    [m] = [m for m in copy.versions(str(f)) if m.id == v["id"]]
+    assert b"".join(copy.read_version(m)) == b"second version\n"
+
+    db = files / "data.bin"
+    db.write_bytes(b"\0" * 8192)
+    d.client.add(db, backup="on-write")
+    seq = 0
+    for i in range(50):
+        seq = d.client.notify_write(db, i * 100, bytes([65 + i % 26]) * 100)
+    r = wait_until(
+        lambda: (r := _replica_row(d, db))["journal_seq"] >= seq and r, what="records shipped"
+    )
+    assert r["journal_seq"] == seq
+    objects = sorted(p.name for p in (replica / "hosts" / HOST / "journals").rglob("*-*"))
+    assert objects, "journal objects are named first-last"
+    first, last = (int(x) for x in objects[-1].split("-"))
+    assert first <= last == seq
+    digest = hashlib.sha256(b"".join(copy.read_version(m))).hexdigest()
+    assert digest == hashlib.sha256(b"second version\n").hexdigest()
