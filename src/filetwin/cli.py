@@ -357,7 +357,7 @@ def _offline_repo(path: str | None = None) -> tuple[Any, str | None]:
     if path is None:
         return repo, None
     for name in names:
-        if repo.latest(name) is not None:
+        if repo.version_names(name):  # names only: a damaged manifest is the restore's to report
             return repo, name
     return repo, names[0]
 
@@ -567,9 +567,12 @@ def _offline_event(config: Config, path: str, ok: bool, message: str) -> None:
 def check(read_data: bool, as_json: bool) -> None:
     """Verify the repository: every version's chunks exist (and, with --read-data,
     decompress to their hash). Exit 1 if anything is wrong. Needs no daemon."""
+    from .cli_repo import recorded_versions
     from .repo.check import check_repository
 
     repo, _ = _offline_repo()
+    config = ctx_obj().config()
+    expected = recorded_versions(config, repository_location(config))
     if read_data and wanted(as_json):
         with count_progress() as progress:
             task = progress.add_task("checking objects", total=None)
@@ -577,9 +580,11 @@ def check(read_data: bool, as_json: bool) -> None:
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            problems = check_repository(repo, read_data=True, progress=advance)
+            problems = check_repository(
+                repo, read_data=True, progress=advance, expected=expected
+            )
     else:
-        problems = check_repository(repo, read_data=read_data)
+        problems = check_repository(repo, read_data=read_data, expected=expected)
     if as_json:
         emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
     else:

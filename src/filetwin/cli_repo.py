@@ -186,3 +186,30 @@ def _new_id() -> str:
     import secrets
 
     return secrets.token_hex(16)
+
+
+def recorded_versions(config: Any, location: str) -> dict[str, str]:
+    """The newest version id the state directory's table recorded for each entry
+    stored at ``location`` (``check``'s ``expected``: a version missing from the
+    repository was deleted or rolled back behind our back). Read-only; {} when
+    there is no table."""
+    import sqlite3
+
+    if not config.table_path.is_file():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{config.table_path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return {}
+    db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+    try:
+        rows = db.execute(
+            "SELECT path, last_version FROM entries WHERE repository = ? "
+            "AND last_version IS NOT NULL",
+            (location,),
+        ).fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
+    return {path: vid for path, vid in rows if vid}

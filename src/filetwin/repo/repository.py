@@ -398,7 +398,19 @@ class Repository:
         prefix = version.lower()
         if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
             raise UsageError(f"bad version id {version!r}: give at least 4 hex characters")
-        matches = [m for m in self.versions(path) if m.id.startswith(prefix)]
+        # Only the manifests whose name carries a matching id are read (the name
+        # is checked against the content when loaded): a damaged manifest of
+        # another version must not keep this one from being restored.
+        matches = []
+        for name in self._names(path):
+            if not name.rsplit("-", 1)[-1].removesuffix(".json").startswith(prefix):
+                continue
+            try:
+                m = self.load_manifest(name)
+            except ObjectNotFound:
+                continue  # removed by retention since we listed it
+            if m.path == path:
+                matches.append(m)
         if not matches:
             raise NotFound(f"no version {version} of {path}")
         if len({m.id for m in matches}) > 1:
