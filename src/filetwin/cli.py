@@ -674,3 +674,7 @@ from .cli_repo import init, key, migrate  # noqa: E402 - the repository's own co
 
 for _command in (init, key, migrate):
     main.add_command(_command)
+
+from .cli_replica import register as register_replica  # noqa: E402 - hosts, --from, --replica
+
+register_replica(main)
