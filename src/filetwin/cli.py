@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -162,8 +162,8 @@ def add(
     """
     client = ctx_obj().client(LONG_WAIT)
 
-    def request() -> dict[str, Any]:
-        result: dict[str, Any] = client.add(
+    def request() -> Mapping[str, Any]:
+        result = client.add(
             *paths,
             backup=backup,
             recovery=recovery,
@@ -201,7 +201,7 @@ def add(
         sys.exit(1)
 
 
-def _added_line(entry: dict[str, Any]) -> str:
+def _added_line(entry: Mapping[str, Any]) -> str:
     first = (
         f"first version {entry['last_version']}"
         if entry["last_version"]
@@ -211,15 +211,15 @@ def _added_line(entry: dict[str, Any]) -> str:
 
 
 def _add_with_progress(
-    client: Client, paths: tuple[str, ...], request: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
+    client: Client, paths: tuple[str, ...], request: Callable[[], Mapping[str, Any]]
+) -> Mapping[str, Any]:
     """Run the add request (all or none, as ever) while a progress bar counts the
     bytes of the first versions taken; each file is reported as its first
     version is stored, read from the daemon's events as they come."""
     sizes = file_sizes(paths)
     poller = Client(socket_path=client.socket_path, timeout=SHORT_WAIT)
     last = poller.events(limit=1)
-    after = last[-1]["id"] if last else 0
+    after = (last[-1]["id"] or 0) if last else 0
     added: set[str] = set()
     reported: list[str] = []
     with bytes_progress() as progress:
@@ -231,8 +231,10 @@ def _add_with_progress(
         def poll() -> None:
             nonlocal after
             for e in poller.events(after=after):
-                after = max(after, e["id"])
+                after = max(after, e["id"] or after)
                 path = e["path"]
+                if path is None:
+                    continue
                 if e["kind"] == "added":
                     added.add(path)
                 elif e["kind"] == "backup" and path in added and path not in reported:
@@ -242,8 +244,7 @@ def _add_with_progress(
 
         result = run_polling(request, poll)
         progress.update(task, completed=sum(sizes.values()))
-    result["reported"] = reported
-    return result
+    return {**result, "reported": reported}
 
 
 @main.command()
@@ -286,7 +287,7 @@ def update(
     _print_change(result, as_json)
 
 
-def _print_change(result: dict[str, Any], as_json: bool) -> None:
+def _print_change(result: Mapping[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
@@ -383,7 +384,8 @@ def history(path: str, with_journal: bool, as_json: bool) -> None:
     from .repo.moments import journal_dir
 
     client = ctx_obj().client(SHORT_WAIT)
-    journal: dict[str, Any] | None = None
+    journal: Mapping[str, Any] | None = None
+    versions: Sequence[Mapping[str, Any]]
     try:
         versions = client.history(path)
         if with_journal or not as_json:
@@ -420,7 +422,7 @@ def history(path: str, with_journal: bool, as_json: bool) -> None:
         _print_journal(journal)
 
 
-def _print_journal(j: dict[str, Any]) -> None:
+def _print_journal(j: Mapping[str, Any]) -> None:
     out.print(
         f"journal: records {j['first_seq']}–{j['last_seq']} "
         f"({j['first_time']} – {j['last_time']}), {j['writes']} writes",
@@ -466,7 +468,7 @@ def restore(path: str, version: str | None, at: str | None, to: str | None, as_j
         try:
             client = ctx_obj().client(LONG_WAIT)
 
-            def request() -> dict[str, Any]:
+            def request() -> Mapping[str, Any]:
                 return client.restore(path, at=at, version=version, to=to)
 
             result = _restore_with_progress(path, to, request) if wanted(as_json) else request()
@@ -497,8 +499,8 @@ def restore(path: str, version: str | None, at: str | None, to: str | None, as_j
 
 
 def _restore_with_progress(
-    path: str, to: str | None, request: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
+    path: str, to: str | None, request: Callable[[], Mapping[str, Any]]
+) -> Mapping[str, Any]:
     """The daemon restores; meanwhile a spinner shows the bytes written so far
     (the size of the temporary file it fills beside the target)."""
     target = os.path.abspath(to if to is not None else path)
@@ -614,7 +616,7 @@ def events(path: str | None, follow: bool, limit: int | None, as_json: bool) -> 
     """The event log: backups, retries, timeouts, missing files, restores."""
     client = ctx_obj().client(SHORT_WAIT)
 
-    def show(e: dict[str, Any]) -> None:
+    def show(e: Mapping[str, Any]) -> None:
         if as_json and follow:
             click.echo(json.dumps(e))
         elif not as_json:
@@ -628,6 +630,7 @@ def events(path: str | None, follow: bool, limit: int | None, as_json: bool) -> 
         except KeyboardInterrupt:
             return
         return
+    items: Sequence[Mapping[str, Any]]
     try:
         items = client.events(path, limit=limit)
     except DaemonUnavailable:

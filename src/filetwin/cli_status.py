@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
@@ -47,12 +48,12 @@ COLUMNS = (
 TABLE_ROWS = 50
 
 
-def unhealthy(row: dict[str, Any]) -> bool:
+def unhealthy(row: Mapping[str, Any]) -> bool:
     """An entry that needs attention: missing, in error, or whose last job failed."""
     return status_rows.unhealthy(row["state"], row["last_result"])
 
 
-def summary_line(counts: dict[str, Any]) -> str:
+def summary_line(counts: Mapping[str, Any]) -> str:
     """One line: how many entries, by state and by last result (GET /status/summary)."""
     total = counts["total"]
     by_state = ", ".join(f"{n} {s}" for s, n in sorted(counts["states"].items()))
@@ -62,7 +63,7 @@ def summary_line(counts: dict[str, Any]) -> str:
     return line + (f"; {counts['attention']} need attention" if counts["attention"] else "")
 
 
-def summary(rows: list[dict[str, Any]]) -> str:
+def summary(rows: Sequence[Mapping[str, Any]]) -> str:
     """``summary_line`` of rows the client holds."""
     return summary_line(
         {
@@ -74,7 +75,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _fields(r: dict[str, Any]) -> dict[str, str]:
+def _fields(r: Mapping[str, Any]) -> dict[str, str]:
     job = "-"
     if r["job_kind"]:
         job = f"{r['job_kind']}/pid {r['worker_pid'] or '?'}/since {r['job_started_at']}"
@@ -99,7 +100,7 @@ def _tsv_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
 
-def _print_rows(rows: list[dict[str, Any]], fmt: str) -> None:
+def _print_rows(rows: Sequence[Mapping[str, Any]], fmt: str) -> None:
     if fmt == "tsv":
         click.echo("\t".join(COLUMNS))
         for r in rows:
@@ -250,7 +251,7 @@ def status(
         sys.exit(1)
 
 
-def _show_one(entry: dict[str, Any], fmt: str, filters: dict[str, Any], check: bool) -> None:
+def _show_one(entry: Mapping[str, Any], fmt: str, filters: dict[str, Any], check: bool) -> None:
     """PATH named an entry: that one row, if the filters keep it."""
     rows = [entry]
     if filters["state"]:

@@ -21,9 +21,18 @@ from urllib.parse import quote
 from .config import Config
 from .errors import DaemonUnavailable, FiletwinError, NotFound, UsageError, error_from
 from .shapes import (
+    AddResult,
+    Entry,
+    EntryChange,
+    Event,
     Healed,
     Health,
+    Journal,
+    Reloaded,
+    Removed,
+    Restored,
     Seq,
+    StatusSummary,
     Version,
 )
 
@@ -189,7 +198,7 @@ class Client:
         keep_daily: int | None = None,
         keep_weekly: int | None = None,
         keep_monthly: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> AddResult:
         """Protect ``paths``, all or none; returns once every first version is stored.
 
         Options left None take the daemon's defaults (on-close, manual, its
@@ -198,7 +207,7 @@ class Client:
         already protected, UsageError if one cannot be protected (not a regular
         file, a symlink's loop, a bad option): nothing is added then.
         """
-        result: dict[str, Any] = self.request(
+        result: AddResult = self.request(
             "POST",
             "/add",
             {
@@ -226,57 +235,57 @@ class Client:
         )
         return result
 
-    def update(self, path: str | os.PathLike[str] | bytes, **policy: Any) -> dict[str, Any]:
+    def update(self, path: str | os.PathLike[str] | bytes, **policy: Any) -> EntryChange:
         """Change an entry's policy (``backup``, ``recovery``, ``retries``, ``timeout``,
         ``keep``, ``sync``); it takes effect at once.
 
         Returns ``{"entry", "message"}``. NotFound if ``path`` is not protected;
         UsageError for an unknown option, a bad value, or no option at all.
         """
-        result: dict[str, Any] = self.request("POST", "/update", {"path": _abs(path), **policy})
+        result: EntryChange = self.request("POST", "/update", {"path": _abs(path), **policy})
         return result
 
-    def pause(self, path: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+    def pause(self, path: str | os.PathLike[str] | bytes) -> EntryChange:
         """Stop watching ``path``, keeping its history; ``{"entry", "message"}``.
         NotFound if it is not protected."""
-        result: dict[str, Any] = self.request("POST", "/pause", {"path": _abs(path)})
+        result: EntryChange = self.request("POST", "/pause", {"path": _abs(path)})
         return result
 
-    def resume(self, path: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+    def resume(self, path: str | os.PathLike[str] | bytes) -> EntryChange:
         """Watch a paused ``path`` again; ``{"entry", "message"}``. NotFound if it is
         not protected."""
-        result: dict[str, Any] = self.request("POST", "/resume", {"path": _abs(path)})
+        result: EntryChange = self.request("POST", "/resume", {"path": _abs(path)})
         return result
 
-    def remove(self, path: str | os.PathLike[str] | bytes, purge: bool = False) -> dict[str, Any]:
+    def remove(self, path: str | os.PathLike[str] | bytes, purge: bool = False) -> Removed:
         """Stop protecting ``path``; its history is kept unless ``purge``.
 
         Returns ``{"path", "removed", "purged", "message"}``. NotFound if it is
         not protected.
         """
-        result: dict[str, Any] = self.request(
+        result: Removed = self.request(
             "POST", "/remove", {"path": _abs(path), "purge": purge}
         )
         return result
 
     @overload
-    def status(self, path: None = None) -> list[dict[str, Any]]: ...
+    def status(self, path: None = None) -> list[Entry]: ...
 
     @overload
-    def status(self, path: str | os.PathLike[str] | bytes) -> dict[str, Any]: ...
+    def status(self, path: str | os.PathLike[str] | bytes) -> Entry: ...
 
     def status(
         self, path: str | os.PathLike[str] | bytes | None = None
-    ) -> dict[str, Any] | list[dict[str, Any]]:
+    ) -> Entry | list[Entry]:
         """The management table: every entry (a list, by path), or ``path``'s entry.
 
         An entry is the ``status --json`` row (filetwin.shapes.Entry). NotFound
         if ``path`` is given and not protected.
         """
         if path is None:
-            rows: list[dict[str, Any]] = self._get("/status")
+            rows: list[Entry] = self._get("/status")
             return rows
-        entry: dict[str, Any] = self._get("/status", path=_abs(path))[0]
+        entry: Entry = self._get("/status", path=_abs(path))[0]
         return entry
 
     def status_page(
@@ -327,10 +336,10 @@ class Client:
         failed: bool = False,
         prefix: str | os.PathLike[str] | bytes | None = None,
         source: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> StatusSummary:
         """The entries the filters (as ``status_page``) match, counted:
         ``{"total", "states", "results", "attention"}``."""
-        result: dict[str, Any] = self._get(
+        result: StatusSummary = self._get(
             "/status/summary",
             state=state,
             failed="1" if failed else None,
@@ -339,12 +348,12 @@ class Client:
         )
         return result
 
-    def reload(self) -> dict[str, Any]:
+    def reload(self) -> Reloaded:
         """Re-read the config's ``[[protect]]`` tables and apply them (``filetwin
         reload``): ``{"added", "updated", "removed", "unchanged", "notes",
         "failures", "message", "config_file"}``. UsageError naming the config file
         and line if any table is bad; nothing is changed then."""
-        result: dict[str, Any] = self.request("POST", "/reload", {})
+        result: Reloaded = self.request("POST", "/reload", {})
         return result
 
     def backup(self, path: str | os.PathLike[str] | bytes) -> Version:
@@ -356,7 +365,7 @@ class Client:
         result: Version = self.request("POST", "/backup", {"path": _abs(path)})
         return result
 
-    def history(self, path: str | os.PathLike[str] | bytes) -> list[dict[str, Any]]:
+    def history(self, path: str | os.PathLike[str] | bytes) -> list[Version]:
         """The versions of ``path``, oldest first (as ``history --json``).
 
         A removed entry's history is still answered. A path that is not
@@ -364,7 +373,7 @@ class Client:
         does for it (older daemons answer it as bad usage).
         """
         try:
-            result: list[dict[str, Any]] = self._get("/history", path=_abs(path))
+            result: list[Version] = self._get("/history", path=_abs(path))
         except UsageError as e:
             if "is not protected" in e.message:
                 raise NotFound(e.message) from e
@@ -377,7 +386,7 @@ class Client:
         at: str | float | None = None,
         version: str | None = None,
         to: str | os.PathLike[str] | bytes | None = None,
-    ) -> dict[str, Any]:
+    ) -> Restored:
         """Rebuild ``path`` as it was: the newest version, ``version`` (an id or a
         4+ hex prefix), or the moment ``at`` (ISO 8601 or Unix seconds, ``seq:N``,
         ``mark:NAME``; on-write entries replay their journal to it).
@@ -389,7 +398,7 @@ class Client:
         ``version`` or a bad moment; UnsafePath if a symlink stands where it
         would write; RestoreError if the content cannot be rebuilt exactly.
         """
-        result: dict[str, Any] = self.request(
+        result: Restored = self.request(
             "POST",
             "/restore",
             {
@@ -406,17 +415,17 @@ class Client:
         path: str | os.PathLike[str] | bytes | None = None,
         after: int = 0,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Event]:
         """The event log, oldest first: events after id ``after``, of ``path`` only
         when given, the newest ``limit`` when given."""
-        result: list[dict[str, Any]] = self._get(
+        result: list[Event] = self._get(
             "/events", path=None if path is None else _abs(path), after=after, limit=limit
         )
         return result
 
     def follow_events(
         self, path: str | os.PathLike[str] | bytes | None = None, limit: int | None = None
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Event]:
         """Yield events as they happen (first the last ``limit`` ones), until closed.
 
         ``timeout`` bounds the answer's start only. DaemonUnavailable if the
@@ -516,9 +525,9 @@ class Client:
         result: Seq = self.request("POST", "/mark", {"path": _abs(path), "name": name})
         return int(result["seq"])
 
-    def journal(self, path: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+    def journal(self, path: str | os.PathLike[str] | bytes) -> Journal:
         """The journal of on-write ``path``: span of records, closes, marks, torn tail."""
-        result: dict[str, Any] = self._get("/journal", path=_abs(path))
+        result: Journal = self._get("/journal", path=_abs(path))
         return result
 
     def open_stream(self, path: str | os.PathLike[str] | bytes) -> WriteStream:

@@ -34,7 +34,7 @@ import fcntl
 import io
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any, TypeVar
 
 from .client import Client, WriteStream
@@ -370,6 +370,7 @@ def open(  # noqa: A001 - a drop-in for the built-in
     writing = any(c in mode for c in "wax+")
     client = client or Client()
     stream: WriteStream | None = None
+    entry: Mapping[str, Any] | None
     try:
         entry = client.status(abspath)
     except NotFound:

@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 import mfusepy  # noqa: E402  (must see FUSE_LIBRARY_NAME first)
@@ -117,7 +117,7 @@ class Interceptor(mfusepy.Operations):
             log.debug("cannot read the daemon's entries: %s", e)
             return
         with self._lock:
-            self._entries = {r["path"]: r for r in rows}
+            self._entries = {r["path"]: cast(dict[str, Any], r) for r in rows}
             self._entries_at = time.monotonic()
             self._daemon_pid = pid
 
