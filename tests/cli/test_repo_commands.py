@@ -1,0 +1,230 @@
+"""`filetwin init`, `filetwin key` and the offline commands on encrypted repositories.
+
+Repositories made here by the API use ``crypto.CHEAP_KDF`` (the CLI reads the
+KDF parameters from the key object), so unlocking costs nothing; only `init`
+itself derives with the real Argon2id parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from filetwin.backends import LocalBackend
+from filetwin.repo import Repository
+from filetwin.repo import format as fmt
+from filetwin.repo.crypto import CHEAP_KDF
+from tests.repo.v2kit import PASSPHRASE, content, store, tree
+
+OTHER = "another passphrase entirely"
+
+
+def cli(
+    state: Path, *args: str, env: dict[str, str] | None = None, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI with exactly the FILETWIN_* variables given in ``env``."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FILETWIN_")}
+    full.update(env or {})
+    head = ["--state-dir", str(state)] + (["--config", str(config)] if config else [])
+    return subprocess.run(
+        [sys.executable, "-m", "filetwin", *head, *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def pw(value: str = PASSPHRASE) -> dict[str, str]:
+    return {"FILETWIN_PASSWORD": value}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    c = tmp_path / "filetwin.toml"
+    c.write_text("")  # no config of this machine's user is read
+    return c
+
+
+# -- init --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["none", "repokey", "keyfile"])
+def test_init_creates_the_repository(tmp_path: Path, config: Path, mode: str) -> None:
+    state = tmp_path / "state"
+    r = cli(state, "init", "--encryption", mode, "--json", env=pw(), config=config)
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    loc = state / "repository"
+    assert made["location"] == str(loc) and made["encryption"] == mode
+    doc = json.loads((loc / "config").read_text())
+    assert doc == {"version": 2, "id": made["id"], "encryption": mode}
+    assert (loc / "keys" / "repokey").exists() == (mode == "repokey")
+    if mode == "keyfile":
+        key = state / "keys" / f"{made['id']}.key"
+        assert made["key_file"] == str(key)
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+        assert json.loads(key.read_text())["mode"] == "keyfile"
+    # The repository opens (and is empty): check says so.
+    r = cli(state, "check", env=pw(), config=config)
+    assert r.returncode == 0 and "healthy" in r.stdout, r.stderr
+
+
+def test_init_says_what_to_keep_safe(tmp_path: Path, config: Path) -> None:
+    r = cli(tmp_path / "s", "init", "--encryption", "keyfile", config=config)
+    assert r.returncode == 0, r.stderr
+    assert "copy it somewhere safe" in r.stdout and "FILETWIN_KEY_FILE" in r.stdout
+
+
+@pytest.mark.parametrize("mode", ["none", "repokey", "keyfile"])
+def test_init_refuses_an_existing_repository(tmp_path: Path, config: Path, mode: str) -> None:
+    state = tmp_path / "state"
+    assert cli(state, "init", "--encryption", "keyfile", config=config).returncode == 0
+    before = tree(tmp_path)
+    r = cli(state, "init", "--encryption", mode, env=pw(), config=config)
+    assert r.returncode == 2, r.stderr
+    assert "already holds a repository" in r.stderr
+    assert tree(tmp_path) == before
+
+
+def test_init_repokey_without_a_passphrase_makes_nothing(tmp_path: Path, config: Path) -> None:
+    state = tmp_path / "state"
+    r = cli(state, "init", "--encryption", "repokey", config=config)
+    assert r.returncode == 2, r.stderr
+    assert "FILETWIN_PASSWORD" in r.stderr
+    assert not (state / "repository" / "config").exists()
+    assert not (state / "repository" / "keys").exists()
+
+
+# -- an existing repokey repository ----------------------------------------------------
+
+
+def repokey_repo(tmp_path: Path) -> tuple[Path, Path, Repository]:
+    """STATE/repository, repokey with CHEAP_KDF, holding two versions of ``f``."""
+    state = tmp_path / "state"
+    loc = state / "repository"
+    backend = LocalBackend(loc)
+    info, keys = fmt.create(backend, "repokey", passphrase=lambda: PASSPHRASE, kdf=CHEAP_KDF)
+    fmt.remember(state, str(loc), info)
+    repo = Repository(backend, keys=keys)
+    f = tmp_path / "f"
+    store(repo, f, content(1, 200_000))
+    store(repo, f, content(2, 200_000))
+    repo.save_index()
+    return state, f, repo
+
+
+def test_key_changes_the_passphrase_and_nothing_else(tmp_path: Path, config: Path) -> None:
+    state, f, repo = repokey_repo(tmp_path)
+    loc = state / "repository"
+    before = tree(loc)
+    r = cli(state, "key", "--json", env={**pw(), "FILETWIN_NEW_PASSWORD": OTHER}, config=config)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"location": str(loc), "changed": True}
+    after = tree(loc)
+    assert after.pop("keys/repokey") != before.pop("keys/repokey")
+    assert after == before  # same object files: no data rewritten
+
+    old = cli(state, "history", str(f), "--json", env=pw(), config=config)
+    assert old.returncode == 1 and "wrong passphrase" in old.stderr, old.stderr
+    new = cli(state, "history", str(f), "--json", env=pw(OTHER), config=config)
+    assert new.returncode == 0, new.stderr
+    assert [v["id"] for v in json.loads(new.stdout)] == [m.id for m in repo.versions(str(f))]
+    dest = tmp_path / "out"
+    r = cli(state, "restore", str(f), "--to", str(dest), env=pw(OTHER), config=config)
+    assert r.returncode == 0, r.stderr
+    assert dest.read_bytes() == content(2, 200_000)
+
+
+def test_key_with_a_wrong_passphrase_changes_nothing(tmp_path: Path, config: Path) -> None:
+    state, _f, _repo = repokey_repo(tmp_path)
+    before = tree(tmp_path)
+    r = cli(state, "key", env={**pw("wrong"), "FILETWIN_NEW_PASSWORD": OTHER}, config=config)
+    assert r.returncode == 1 and "wrong passphrase" in r.stderr, r.stderr
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["history", "restore", "check"])
+def test_wrong_passphrase_offline_changes_nothing(
+    tmp_path: Path, config: Path, command: str
+) -> None:
+    state, f, _repo = repokey_repo(tmp_path)
+    dest = tmp_path / "out"
+    args = {
+        "history": ["history", str(f)],
+        "restore": ["restore", str(f), "--to", str(dest)],
+        "check": ["check", "--read-data"],
+    }[command]
+    before = tree(tmp_path)
+    r = cli(state, *args, env=pw("wrong"), config=config)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("filetwin: ") and "wrong passphrase" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert tree(tmp_path) == before
+    # ... and no passphrase at all: told how to give one, exit 2, nothing changed.
+    r = cli(state, *args, config=config)
+    assert r.returncode == 2 and "FILETWIN_PASSWORD" in r.stderr, r.stderr
+    assert tree(tmp_path) == before
+
+
+def test_password_file_opens_it(tmp_path: Path, config: Path) -> None:
+    state, f, _repo = repokey_repo(tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_text(PASSPHRASE + "\n")
+    r = cli(state, "history", str(f), env={"FILETWIN_PASSWORD_FILE": str(secret)}, config=config)
+    assert r.returncode == 0, r.stderr
+
+
+# -- keyfile -------------------------------------------------------------------------
+
+
+def test_keyfile_repository_on_a_new_host(tmp_path: Path, config: Path) -> None:
+    """The key lives 0600 in STATE_DIR/keys/; a new host (fresh state directory)
+    opens the repository with $FILETWIN_KEY_FILE, and not without it."""
+    state = tmp_path / "state"
+    made = json.loads(cli(state, "init", "--encryption", "keyfile", "--json").stdout)
+    key = Path(made["key_file"])
+    assert key.parent == state / "keys"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    loc = state / "repository"
+    # Store versions as the daemon would, with the key from the state directory.
+    from filetwin.repo.opening import open_repository
+
+    repo = open_repository(str(loc), state_dir=state)
+    f = tmp_path / "f"
+    m = store(repo, f, content(5, 150_000))
+    repo.save_index()
+    assert not any(
+        content(5, 150_000)[:64] in p.read_bytes() for p in loc.rglob("*") if p.is_file()
+    )
+
+    new_host = tmp_path / "new-host-state"
+    conf = tmp_path / "new-host.toml"
+    conf.write_text(f'repository = "{loc}"\n')
+    before = tree(loc)
+    r = cli(new_host, "history", str(f), "--json", config=conf)
+    assert r.returncode == 2 and "FILETWIN_KEY_FILE" in r.stderr, r.stderr
+    env = {"FILETWIN_KEY_FILE": str(key)}
+    r = cli(new_host, "history", str(f), "--json", env=env, config=conf)
+    assert r.returncode == 0, r.stderr
+    assert [v["id"] for v in json.loads(r.stdout)] == [m.id]
+    dest = tmp_path / "restored"
+    r = cli(new_host, "restore", str(f), "--to", str(dest), env=env, config=conf)
+    assert r.returncode == 0, r.stderr
+    assert dest.read_bytes() == content(5, 150_000)
+    r = cli(new_host, "check", "--read-data", env=env, config=conf)
+    assert r.returncode == 0, r.stderr
+    assert tree(loc) == before
+
+    # A key file others can read is refused, naming the fix.
+    key.chmod(0o644)
+    r = cli(new_host, "history", str(f), env=env, config=conf)
+    assert r.returncode == 2 and "chmod 600" in r.stderr, r.stderr
