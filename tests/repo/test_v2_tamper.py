@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from filetwin.errors import CorruptObject, NotFound, RestoreError
 from filetwin.policy import Policy
 from filetwin.repo import Manifest, Repository
 from filetwin.repo.packs import pack_name
@@ -94,13 +95,20 @@ def index_files(s: Scene) -> list[Path]:
     return sorted(objects(s.loc, "index"), key=lambda p: p.stat().st_mtime_ns)
 
 
-def assert_refused(s: Scene, m: Manifest, tmp_path: Path, *names: str) -> None:
+def assert_refused(s: Scene, m: Manifest, tmp_path: Path, *names: str, cli: bool = False) -> None:
     """check fails naming every one of ``names``; a restore of ``m`` fails
-    clearly and writes nothing."""
+    clearly (the CLI: exit 1 and nothing written; the API: an error naming
+    the first of ``names``) instead of giving wrong bytes."""
     code, said = check(s)
     assert code == 1, said
     for name in names:
         assert name in said, f"{name} not named in:\n{said}"
+    if not cli:
+        repo = reopen(s.repo)
+        with pytest.raises((RestoreError, CorruptObject, NotFound)) as e:
+            b"".join(repo.read_version(repo.find_version(m.path, m.id)))
+        assert names[0] in str(e.value)
+        return
     dest = tmp_path / "out"
     code, said = restore(s, m, dest)
     assert code == 1, said
@@ -131,7 +139,7 @@ def test_untouched_repository_is_healthy(scene: Scene, tmp_path: Path) -> None:
 def test_flipped_byte_in_a_pack(scene: Scene, tmp_path: Path) -> None:
     pack = pack_file(scene, scene.a2)
     flip(pack)
-    assert_refused(scene, scene.a2, tmp_path, str(pack.relative_to(scene.loc)))
+    assert_refused(scene, scene.a2, tmp_path, str(pack.relative_to(scene.loc)), cli=True)
     assert_restores(scene, scene.b, tmp_path)  # other packs are unaffected
 
 
@@ -167,7 +175,7 @@ def test_flipped_byte_in_a_manifest(scene: Scene, tmp_path: Path) -> None:
     raw = path.read_bytes()
     at = raw.find(scene.a2.chunks[0][:8].encode()) if not scene.repo.keys.encrypted else None
     flip(path, at)
-    assert_refused(scene, scene.a2, tmp_path, scene.repo.manifest_name(scene.a2))
+    assert_refused(scene, scene.a2, tmp_path, scene.repo.manifest_name(scene.a2), cli=True)
     # The entry's other versions are still there to restore by id.
     assert_restores(scene, scene.a1, tmp_path, cli=True)
 
@@ -190,7 +198,7 @@ def test_newest_manifest_deleted_is_a_rollback(scene: Scene, tmp_path: Path) -> 
     """Deleting the newest version of an entry leaves a consistent repository (a
     is back at a1); only what the state directory recorded shows it."""
     manifest_file(scene, scene.a2).unlink()
-    assert_refused(scene, scene.a2, tmp_path, scene.a2.id, "rolled back")
+    assert_refused(scene, scene.a2, tmp_path, scene.a2.id, "rolled back", cli=True)
     assert_restores(scene, scene.a1, tmp_path, cli=True)
 
 
