@@ -36,3 +36,6 @@ def files(tmp_path: Path) -> Path:
     d = tmp_path / "files"
     d.mkdir()
     return d
+
+
+from tests.s3server import s3_server  # noqa: E402, F401  (one SeaweedFS per session, tests/s3server.py)

@@ -278,7 +278,9 @@ class S3Server:
     def make_bucket(self, name: str) -> str:
         """Create bucket ``name`` (already there is fine) and return its name."""
         client = self.client()
-        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        # After a restart SeaweedFS answers BucketAlreadyExists for our own bucket.
+        already = (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists)
+        with contextlib.suppress(*already):
             client.create_bucket(Bucket=name)
         return name
 

@@ -165,8 +165,9 @@ class Replica:
         deadline = time.monotonic() + seconds
         while not self._stopping and time.monotonic() < deadline:
             self._wake.clear()
+            self._lag_events()  # the lag grows while the replica is away: say so
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), deadline - time.monotonic())
+                await asyncio.wait_for(self._wake.wait(), min(1.0, deadline - time.monotonic()))
 
     def _connect(self) -> None:
         """(thread) Open the replica's backend and recompute its positions."""
