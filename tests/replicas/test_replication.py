@@ -54,3 +54,25 @@ def test_versions_and_records_reach_a_directory_replica(
     assert first <= last == seq
     digest = hashlib.sha256(b"".join(copy.read_version(m))).hexdigest()
     assert digest == hashlib.sha256(b"second version\n").hexdigest()
+
+
+def test_status_listing_and_cli_json_show_replicas(
+    replica_daemon: Callable[..., Daemon], tmp_path: Path, files: Path
+) -> None:
+    import json
+
+    d = replica_daemon(replica_toml(str(tmp_path / "replica")))
+    f = files / "a.txt"
+    f.write_bytes(b"a")
+    d.client.add(f)
+    rows = wait_until(
+        lambda: (
+            (rows := json.loads(d.cli("status", "--json").stdout))[0]["replicas"][0]["version"]
+            == rows[0]["last_version"]
+            and rows
+        ),
+        what="the listing to show the replica's version",
+    )
+    assert rows[0]["replicas"] == [
+        {"name": "r1", "version": rows[0]["last_version"], "journal_seq": 0, "lag_s": 0.0}
+    ]

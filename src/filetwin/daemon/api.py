@@ -349,7 +349,9 @@ def check_policy(data: dict[str, Any]) -> None:
 class Api:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._statuses = StatusQueries(engine.table)
+        self._statuses = StatusQueries(
+            engine.table, engine.replicator.rows if engine.replicator.replicas else None
+        )
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[guard], client_max_size=64 << 20)

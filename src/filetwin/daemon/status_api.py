@@ -23,6 +23,8 @@ one thread of its own so that a long answer never waits for the engine's work.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -86,8 +88,12 @@ def page_from(params: dict[str, str]) -> tuple[int, int | None]:
 class StatusQueries:
     """Answers status listings on a thread of their own (see the module docstring)."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(
+        self, table: Table, replicas: Callable[[str], list[dict[str, Any]]] | None = None
+    ) -> None:
         self.table = table
+        #: the replicas' rows of an entry (replicas/replicator.py); None: no replica
+        self.replicas = replicas
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="status")
 
     async def page(
@@ -103,8 +109,15 @@ class StatusQueries:
         filters = filters_from(params)
         offset, limit = page_from(params)
         page = await self.page(filters, offset, limit)
+        body = page.body
+        if self.replicas is not None:
+            # Each row gains its replicas' lag (only when the config names replicas).
+            rows = json.loads(body)
+            for row in rows:
+                row["replicas"] = self.replicas(row["path"])
+            body = json.dumps(rows).encode()
         return web.Response(
-            body=page.body,
+            body=body,
             content_type="application/json",
             headers={"X-Total-Count": str(page.total)},
         )
