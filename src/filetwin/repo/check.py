@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from filetwin.errors import CorruptObject, ObjectNotFound
 from filetwin.repo.chunks import chunk_name, decode_chunk
 from filetwin.repo.chunkstore import LOOSE
-from filetwin.repo.packs import list_packs, pack_name
+from filetwin.repo.packs import list_packs, pack_name, read_index
 from filetwin.repo.repository import MANIFESTS, Manifest, Repository
 
 
@@ -92,6 +92,27 @@ def check_repository(
             where = pack_name(loc.pack) if loc is not None else chunk_name(cid)
             for m in ms:
                 problems.append(Problem("missing-chunk", where, _msg(repo, m, cid, "missing")))
+    # An index object naming packs that do not exist (and whose chunks were not
+    # reported missing above: another pack holds them) was rolled back to one
+    # gc had deleted, or its packs were deleted behind filetwin's back.
+    named = {p.object for p in problems}
+    for name in sorted(store.index_objects()):
+        try:
+            entries = read_index(repo.backend, repo.keys, name)
+        except (CorruptObject, ObjectNotFound):
+            continue  # damaged ones are reported above; gone since: nothing to say
+        absent = {loc.pack for loc in entries.values()} - present_packs
+        gone = sorted({pack_name(pid) for pid in absent} - named)
+        if gone:
+            problems.append(
+                Problem(
+                    "bad-index",
+                    name,
+                    f"index {name} names {len(gone)} pack(s) that do not exist (first: "
+                    f"{gone[0]}): an index object rolled back, or packs deleted behind "
+                    "filetwin's back",
+                )
+            )
     if not read_data:
         return problems
 

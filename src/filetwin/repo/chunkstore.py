@@ -129,7 +129,8 @@ class ChunkStore:
                 self.damaged[name] = e
                 continue
             self._take(name, entries)
-        for pid in sorted(set(list_packs(self.backend)) - self._covered - set(self._unindexed)):
+        present = set(list_packs(self.backend))
+        for pid in sorted(present - self._covered - set(self._unindexed)):
             if pack_name(pid) in self.damaged:
                 continue
             try:
@@ -143,6 +144,25 @@ class ChunkStore:
             self._packs[pid] = dict(entries)
             for cid, loc in entries.items():
                 _merge(self._index, cid, loc)
+        self._prefer_present(present)
+
+    def _prefer_present(self, present: set[str]) -> None:
+        """A chunk the index places in a pack that does not exist (an index object
+        rolled back to one gc had deleted, or a pack deleted behind our back) is
+        found in another pack that holds it, if one exists (check reports the
+        index object: see check.py)."""
+        for pid in set(self._packs) - present:
+            for cid in self._packs[pid]:
+                loc = self._index.get(cid)
+                if loc is None or loc.pack != pid:
+                    continue
+                alternatives = [
+                    held[cid]
+                    for other, held in self._packs.items()
+                    if other in present and cid in held
+                ]
+                if alternatives:
+                    self._index[cid] = min(alternatives, key=lambda a: a.pack)
 
     def sync(self) -> None:
         """Rebuild the view if the index objects changed since it was built (one
@@ -329,4 +349,3 @@ class ChunkStore:
         """Call after loose chunks were moved or deleted (the view re-checks)."""
         with self._lock:
             self._loose = None
-

@@ -139,7 +139,10 @@ def collect(
         _step("packs", crash_at)
 
         # 2. and 3. the index
-        gone = (set(dead_packs) | set(rewrite)) - keep_packs
+        # A rewritten pack can come out byte for byte as it was (unencrypted, every
+        # blob live and in order, or a small pack alone after a flush): it has the
+        # same id, so it is the new pack too and must not be deleted as the old one.
+        gone = (set(dead_packs) | set(rewrite)) - keep_packs - {loc.pack for loc in moved.values()}
         kept: dict[str, Location] = {}
         for pid, held in packs.items():
             if pid not in gone:
