@@ -9,7 +9,7 @@ import pytest
 
 from filetwin.repo.check import check_repository
 from filetwin.repo.gc import SMALL_PACKS, collect
-from filetwin.repo.packs import list_packs, read_index
+from filetwin.repo.packs import list_packs, pack_name, read_index
 
 from .v2kit import (
     all_versions,
@@ -94,3 +94,30 @@ def test_index_object_rolled_back_to_one_gc_deleted(tmp_path: Path, mode: str) -
         problems = check_repository(fresh, read_data=True)
         assert {(p.kind, p.object) for p in problems} == {("bad-index", f"index/{n}") for n in old}
     assert old_won, "no trial had the stale index sort first: the fallback went untested"
+
+
+@pytest.mark.parametrize("mode", ["none", "keyfile"])
+@pytest.mark.parametrize("indexed", [True, False])
+def test_a_pack_deleted_behind_our_back_is_not_deduplicated_against(
+    tmp_path: Path, mode: str, indexed: bool
+) -> None:
+    """A version stored after a pack vanished (disk damage, a hand) must not name
+    chunks only that pack held: they are stored again, so the new version is
+    whole, for the long-lived view (the daemon's) and a fresh one alike."""
+    repo = make_repository(tmp_path / "repo", mode, key_file=tmp_path / "key")
+    data = content(1, 300_000)
+    first = store(repo, tmp_path / "a", data)
+    if indexed:
+        repo.save_index()
+    for pid in list_packs(repo.backend):
+        repo.backend.delete(pack_name(pid))
+    for view in (repo, reopen(repo)):
+        m = store(view, tmp_path / "b", data)
+        assert b"".join(reopen(repo).read_version(m)) == data
+        assert b"".join(view.read_version(m)) == data
+    assert b"".join(reopen(repo).read_version(first)) == data  # its chunks exist again
+    # The index object still names the vanished pack, unless (unencrypted) the
+    # chunks stored again made the very same pack.
+    problems = check_repository(reopen(repo), read_data=True)
+    assert all(p.kind == "bad-index" for p in problems)
+    assert len(problems) == int(indexed and mode != "none")

@@ -91,6 +91,8 @@ class ChunkStore:
         self._unindexed: dict[str, dict[str, Location]] = {}
         #: every pack the view knows -> all its entries (also chunks another pack wins)
         self._packs: dict[str, dict[str, Location]] = {}
+        #: packs seen in the last listing, and those put since by this view
+        self._present: set[str] = set()
         #: index objects and packs found damaged at load: object name -> error
         self.damaged: dict[str, FiletwinError] = {}
         self._loose: bool | None = None
@@ -144,6 +146,7 @@ class ChunkStore:
             self._packs[pid] = dict(entries)
             for cid, loc in entries.items():
                 _merge(self._index, cid, loc)
+        self._present = present
         self._prefer_present(present)
 
     def _prefer_present(self, present: set[str]) -> None:
@@ -242,10 +245,13 @@ class ChunkStore:
     # -- reading -------------------------------------------------------------
 
     def has(self, cid: str) -> bool:
-        """Whether chunk ``cid`` is stored (in a pack the view knows, or loose)."""
+        """Whether chunk ``cid`` is stored (in a pack the view knows that existed at
+        the last listing, or loose). A chunk only an index names, in a pack that
+        is gone, is not: a store puts it again, so the new version is whole."""
         with self._lock:
             self._ensure()
-            if cid in self._index:
+            loc = self._index.get(cid)
+            if loc is not None and loc.pack in self._present:
                 return True
         return self._has_loose() and self.backend.exists(chunk_name(cid))
 
@@ -305,9 +311,12 @@ class ChunkStore:
         with self._lock:
             self._ensure()
             for cid, loc in written.items():
+                self._present.add(loc.pack)
                 self._unindexed.setdefault(loc.pack, {})[cid] = loc
                 self._packs.setdefault(loc.pack, {})[cid] = loc
                 _merge(self._index, cid, loc)
+                if self._index[cid].pack not in self._present:
+                    self._index[cid] = loc  # stored again because its pack was gone
             if len(self._unindexed) >= self.index_every:
                 self.save_index()
 
