@@ -228,3 +228,29 @@ def test_keyfile_repository_on_a_new_host(tmp_path: Path, config: Path) -> None:
     key.chmod(0o644)
     r = cli(new_host, "history", str(f), env=env, config=conf)
     assert r.returncode == 2 and "chmod 600" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("mode", ["none", "keyfile"])
+def test_key_on_a_repository_without_passphrase(tmp_path: Path, config: Path, mode: str) -> None:
+    state = tmp_path / "state"
+    assert cli(state, "init", "--encryption", mode, config=config).returncode == 0
+    before = tree(tmp_path)
+    r = cli(state, "key", env={**pw(), "FILETWIN_NEW_PASSWORD": OTHER}, config=config)
+    assert r.returncode == 2 and "has no passphrase" in r.stderr, r.stderr
+    assert tree(tmp_path) == before
+
+
+def test_a_downgraded_or_swapped_repository_is_refused(tmp_path: Path, config: Path) -> None:
+    """The state directory remembers the repository's id and mode: a ``config``
+    object edited to say ``none``, or another repository put in its place, is
+    refused before anything is read."""
+    state, f, _repo = repokey_repo(tmp_path)
+    loc = state / "repository"
+    doc = json.loads((loc / "config").read_text())
+    (loc / "config").write_text(json.dumps({**doc, "encryption": "none"}))
+    r = cli(state, "history", str(f), env=pw(), config=config)
+    assert r.returncode == 1 and "tampered" in r.stderr, r.stderr
+
+    (loc / "config").write_text(json.dumps({**doc, "id": "0" * 32}))
+    r = cli(state, "check", env=pw(), config=config)
+    assert r.returncode == 1 and "not the one this state directory used" in r.stderr, r.stderr

@@ -126,6 +126,10 @@ def test_daemon_on_unmigrated_v1_repository(v1: Path, tmp_path: Path) -> None:
         d.client.add(str(f), keep=1)
         wait_until(lambda: list(list_packs(LocalBackend(v1))), what="a pack")
         assert loose(v1), "no gc yet: the loose chunks are still there"
+        before = tree(v1)
+        r = d.cli("--config", str(d.config_path), "migrate")
+        assert r.returncode == 2 and "stop it" in r.stderr, r.stderr
+        assert tree(v1) == before
         n_packs = len(list(list_packs(LocalBackend(v1))))
         f.write_bytes(b"second\n" * 1000)  # a new version; retention drops the first: gc
         wait_until(lambda: not loose(v1), what="gc to move the loose chunks")
@@ -139,3 +143,11 @@ def test_daemon_on_unmigrated_v1_repository(v1: Path, tmp_path: Path) -> None:
             d.stop()
     assert check_repository(Repository(LocalBackend(v1)), read_data=True) == []
     assert_v1_versions_intact(v1)
+
+
+def test_init_refuses_a_v1_repository(v1: Path, tmp_path: Path) -> None:
+    state, config = config_for(tmp_path, v1)
+    before = tree(v1)
+    r = run_cli("--state-dir", str(state), "--config", str(config), "init")
+    assert r.returncode == 2 and "already holds a repository (version 1" in r.stderr, r.stderr
+    assert tree(v1) == before
