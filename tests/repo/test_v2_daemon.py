@@ -5,7 +5,9 @@ restart with the passphrase, refusal without it or with a wrong one."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,15 @@ def text(seed: int, size: int) -> bytes:
     while len(out) < size:
         out += rng.choice(WORDS) + b" "
     return out[:size]
+
+
+def children(pid: int) -> list[int]:
+    """The daemon's child processes (its workers)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    assert out, "the daemon has no worker processes"
+    return out
 
 
 def in_clear(root: Path, needles: list[bytes]) -> list[str]:
@@ -88,6 +99,17 @@ def test_daemon_stores_encrypted_versions(
         d.client.restore(str(p0), version=h["id"], to=str(dest))
         assert dest.read_bytes() in (contents[p0], edited)
     assert (tmp_path / f"out{len(history) - 1}").read_bytes() == edited
+
+    # Workers killed: the ones that replace them get the keys too.
+    for pid in children(d.pid):
+        os.kill(pid, signal.SIGKILL)
+    p1 = paths[1]
+    p1.write_bytes(text(11, 100_000))
+    v = d.client.backup(str(p1))
+    dest = tmp_path / "after-kill"
+    d.client.restore(str(p1), version=v["id"], to=str(dest))
+    assert dest.read_bytes() == text(11, 100_000)
+
     d.stop()
     r = d.cli("check", "--read-data")
     assert r.returncode == 0, r.stderr
