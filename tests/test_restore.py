@@ -254,10 +254,10 @@ def test_status_counts_the_version_kept_by_restore(daemon: Daemon, files: Path) 
     v1, _ = protected_two_versions(daemon, f)
     r = daemon.cli("restore", str(f), "--version", v1["id"])
     assert r.returncode == 0, r.stderr
-    # The rename made by restore is itself a close: wait for that version too.
-    wait_until(lambda: daemon.client.history(f)[-1]["cause"] == "close", what="close version")
+    # The kept version is the newest; the restored content is no new version.
+    assert daemon.client.history(f)[-1]["cause"] == "restore"
     wait_until(lambda: daemon.client.status(f)["job_kind"] is None, what="idle entry")
-    assert daemon.client.status(f)["versions"] == len(daemon.client.history(f))
+    assert daemon.client.status(f)["versions"] == len(daemon.client.history(f)) == 3
 
 
 def test_in_place_restore_keeps_hard_links(daemon: Daemon, files: Path) -> None:
@@ -318,13 +318,6 @@ def test_sparse_file_restores_sparse(daemon: Daemon, files: Path) -> None:
     assert os.stat(f).st_nlink == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the echo close is what makes the restored content the newest state: without "
-    "it the newest version is the one kept aside (repo.latest / moments.resolve), so "
-    "verify, heal and `restore` would go back to the replaced content. Needs a marker on "
-    "the kept version (repo/repository.py, repo/moments.py), not an engine change",
-)
 def test_in_place_restore_stores_one_version_never_an_echo(daemon: Daemon, files: Path) -> None:
     f = files / "echo.txt"
     v1, v2 = protected_two_versions(daemon, f)
@@ -381,7 +374,8 @@ def test_restoring_a_silently_corrupted_file_is_not_healed_back(
     )
     assert daemon.cli("restore", str(f)).returncode == 0
     assert f.read_bytes() == b"good content\n"
-    wait_until(lambda: history(daemon, f)[-1]["hash"] == good, what="the restored state stored")
+    kept = history(daemon, f)[-1]  # the corrupted content, kept aside; good is the state
+    assert kept["cause"] == "restore" and kept["hash"] != good
     assert daemon.cli("update", str(f), "--recovery", "auto").returncode == 0
     r = daemon.cli("verify", str(f))
     assert r.returncode == 0 and r.stdout.startswith("ok "), r.stdout

@@ -25,10 +25,15 @@ from .timefmt import iso
 
 
 def keep_current_aside(
-    repo: Repository, path: str, manifest: Manifest | None, at: tuple[int, str] | None = None
+    repo: Repository,
+    path: str,
+    manifest: Manifest | None,
+    at: tuple[int, str] | None = None,
+    replaced_by: str = "",
 ) -> str | None:
     """Store the content at ``path`` as a version of cause ``restore`` unless it equals
-    ``manifest``. Returns the id of the version kept, or None.
+    ``manifest``. Returns the id of the version kept, or None. ``replaced_by``
+    names the version about to be put back (Manifest.replaced_by).
 
     The file is opened no-follow: as ``at`` = (directory fd, name) when given,
     else by a no-follow walk of ``path``."""
@@ -44,7 +49,7 @@ def keep_current_aside(
             if hasher.hexdigest() == manifest.hash:
                 return None
             os.lseek(fd, 0, os.SEEK_SET)
-        kept = repo.store_file(path, "restore", fd=fd)
+        kept = repo.store_file(path, "restore", fd=fd, replaced_by=replaced_by)
         return kept.id
     finally:
         os.close(fd)
@@ -98,7 +103,14 @@ def restore_version(
         kept = None
         if in_place:
             base = None if moment.replays else manifest
-            kept = keep_current_aside(repo, path, base, at=(dfd, name))
+            # The kept version names the one put back, which becomes the newest
+            # state with no echo version. Not for an entry with a journal: its
+            # newest state is a version plus the journal since, which a
+            # restored old version cannot stand for.
+            marks = not moment.replays and not _has_journal(jdir)
+            kept = keep_current_aside(
+                repo, path, base, at=(dfd, name), replaced_by=manifest.id if marks else ""
+            )
         if moment.replays:
             mtime_ns = int(moment.time * 1e9)
             meta = FileMeta(manifest.mode, manifest.uid, manifest.gid, mtime_ns)
@@ -130,6 +142,16 @@ def restore_version(
         "size": size,
         "kept_version": kept,
     }
+
+
+def _has_journal(jdir: Path | None) -> bool:
+    """Whether the entry has an on-write journal directory with anything in it."""
+    if jdir is None:
+        return False
+    try:
+        return any(jdir.iterdir())
+    except OSError:
+        return False
 
 
 def _destination(to: str) -> str:

@@ -574,6 +574,11 @@ class Engine:
                             "mtime; not stored. Run `filetwin verify`"
                         )
                     raise Abandon(None)
+                if not explicit and manifest.unchanged and await self._echo_of_restore(path):
+                    # The file holds what a restore in place just put back: that
+                    # version is already its newest state (Manifest.replaced_by).
+                    self.repo.release(manifest)
+                    raise Abandon(None)
                 manifest = await asyncio.to_thread(self.repo.commit, manifest)
                 return Done(manifest, self.committed_fields(path, manifest))
 
@@ -627,6 +632,12 @@ class Engine:
             f"cause {manifest.cause}{same}",
         )
         await self.retention.retain(path, row["keep"])
+
+    async def _echo_of_restore(self, path: str) -> bool:
+        """Whether the newest version of ``path`` is one a restore in place kept
+        aside naming the version it put back (an unchanged read is its echo)."""
+        newest = await asyncio.to_thread(self.repo.newest, path)
+        return newest is not None and bool(newest.replaced_by)
 
     async def restore(
         self, path: str, version: str | None, at: str | None, to: str | None

@@ -107,7 +107,8 @@ def resolve(
         if kind in ("seq", "mark"):
             raise UsageError(f"{path} has no journal: name a version or a time")
         if kind == "latest":
-            return Moment(versions[-1], versions[-1].journal_seq, versions[-1].time, "latest")
+            state = repo.state_of(versions[-1])  # a restore in place: what it put back
+            return Moment(state, state.journal_seq, state.time, "latest")
         m = repo.version_at(path, float(value))  # type: ignore[arg-type]
         return Moment(m, m.journal_seq, m.time, f"version {m.id}")
     assert jdir is not None

@@ -75,6 +75,11 @@ def entry_key(path: str) -> str:
     return blake3.blake3(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+def _names_version(name: str, version_id: str) -> bool:
+    """Whether the manifest object ``name`` is the one of version ``version_id``."""
+    return name.rsplit("-", 1)[-1].removesuffix(".json") == version_id
+
+
 def _canonical(d: dict[str, Any]) -> bytes:
     # ensure_ascii: lone surrogates (undecodable file names) must still serialize.
     return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -88,7 +93,7 @@ _FIELDS: dict[str, type] = {
 #: Fields newer manifests may carry, with the value meant when absent. They are
 #: left out of the JSON (and so of the id) when they hold that value, so older
 #: manifests keep their ids.
-_OPTIONAL: dict[str, tuple[type, Any]] = {"journal_seq": (int, 0)}
+_OPTIONAL: dict[str, tuple[type, Any]] = {"journal_seq": (int, 0), "replaced_by": (str, "")}
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,9 @@ class Manifest:
     time: float  # unix seconds when the version was made
     unchanged: bool  # same hash as the previous version
     journal_seq: int = 0  # on-write: the last journal record this version contains
+    #: a version a restore in place kept aside: the id of the version it put back,
+    #: which is from then on the file's newest state (see Repository.state_of)
+    replaced_by: str = ""
 
     @classmethod
     def create(cls, **fields: Any) -> Manifest:
@@ -219,7 +227,13 @@ class Repository:
     # -- storing -----------------------------------------------------------------
 
     def prepare_file(
-        self, path: str | Path, cause: str, *, fd: int | None = None, journal_seq: int = 0
+        self,
+        path: str | Path,
+        cause: str,
+        *,
+        fd: int | None = None,
+        journal_seq: int = 0,
+        replaced_by: str = "",
     ) -> Manifest:
         """Store the file's chunks and return its Manifest WITHOUT writing it (see commit).
 
@@ -295,7 +309,7 @@ class Repository:
             path=spath, size=size, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
             gid=st.st_gid, mtime_ns=st.st_mtime_ns, hash=digest, chunks=ids, cause=cause,
             time=self.clock(), unchanged=previous is not None and previous.hash == digest,
-            journal_seq=journal_seq,
+            journal_seq=journal_seq, replaced_by=replaced_by,
         )  # fmt: skip
 
     def _store_chunk(self, writer: PackWriter, data: bytes | memoryview) -> str:
@@ -341,10 +355,20 @@ class Repository:
         return manifest
 
     def store_file(
-        self, path: str | Path, cause: str, *, fd: int | None = None, journal_seq: int = 0
+        self,
+        path: str | Path,
+        cause: str,
+        *,
+        fd: int | None = None,
+        journal_seq: int = 0,
+        replaced_by: str = "",
     ) -> Manifest:
         """prepare_file then commit: store a new version of the file and return it."""
-        return self.commit(self.prepare_file(path, cause, fd=fd, journal_seq=journal_seq))
+        return self.commit(
+            self.prepare_file(
+                path, cause, fd=fd, journal_seq=journal_seq, replaced_by=replaced_by
+            )
+        )
 
     # -- reading -----------------------------------------------------------------
 
@@ -379,7 +403,14 @@ class Repository:
         return self._names(path)
 
     def latest(self, path: str) -> Manifest | None:
-        """The newest version of ``path``, or None."""
+        """The version holding the newest state of ``path`` (state_of the newest
+        version), or None."""
+        newest = self.newest(path)
+        return None if newest is None else self.state_of(newest)
+
+    def newest(self, path: str) -> Manifest | None:
+        """The newest version of ``path`` as stored (a restore's kept-aside version
+        included), or None."""
         for name in reversed(self._names(path)):
             try:
                 m = self.load_manifest(name)
@@ -388,6 +419,21 @@ class Repository:
             if m.path == path:
                 return m
         return None
+
+    def state_of(self, manifest: Manifest) -> Manifest:
+        """The version whose content the file held from ``manifest`` on.
+
+        A version a restore in place kept aside (``replaced_by`` set) is what the
+        file held BEFORE the restore; from its time on the file holds the version
+        the restore put back, so that one is the state (and no echo of the
+        restored content is stored: the engine skips it). Itself otherwise, and
+        when the version put back is gone."""
+        if not manifest.replaced_by:
+            return manifest
+        try:
+            return self.find_version(manifest.path, manifest.replaced_by)
+        except (NotFound, UsageError):
+            return manifest
 
     def find_version(self, path: str, version: str) -> Manifest:
         """The version of ``path`` whose id starts with ``version`` (>= 4 hex chars).
@@ -429,7 +475,7 @@ class Repository:
                 f"no version of {path} at or before {iso(when)}; "
                 f"the first is at {iso(versions[0].time)}"
             )
-        return before[-1]
+        return self.state_of(before[-1])
 
     def read_version(self, manifest: Manifest) -> Iterator[bytes]:
         """Yield the version's content chunk by chunk, each verified against its id.
@@ -491,6 +537,10 @@ class Repository:
                 return None  # unknown: never taken for a newer base or restore
 
         doomed = forget.doomed(self._names(path), rules, cause, tz)
+        newest = self.newest(path)
+        if newest is not None and newest.replaced_by:
+            # The newest state is the version the last restore put back: keep it.
+            doomed = [n for n in doomed if not _names_version(n, newest.replaced_by)]
         for name in doomed:
             self.backend.delete(name)
         return len(doomed)
