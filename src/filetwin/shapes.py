@@ -352,6 +352,15 @@ class Version(TypedDict):
     unchanged: bool
     chunk_count: int
     journal_seq: NotRequired[int]
+    replaced_by: NotRequired[
+        Annotated[
+            str,
+            Meta(
+                description="a version a restore in place kept aside: the id of the "
+                "version it put back, from then on the file's newest state"
+            ),
+        ]
+    ]
 
 
 class Restored(TypedDict):
