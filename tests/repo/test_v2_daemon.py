@@ -138,8 +138,3 @@ def test_daemon_refuses_to_start_without_the_right_passphrase(
         d.start()
     d.proc = None
     assert tree(tmp_path / "state" / "repository") == before
-
-    monkeypatch.setenv("FILETWIN_PASSWORD", PASSPHRASE)
-    d.start()
-    assert len(d.client.history(str(f))) == 1
-    d.stop()

@@ -132,8 +132,9 @@ def assert_restores(s: Scene, m: Manifest, tmp_path: Path, *, cli: bool = False)
 def test_untouched_repository_is_healthy(scene: Scene, tmp_path: Path) -> None:
     code, said = check(scene)
     assert code == 0 and "healthy" in said, said
-    for m in (scene.a1, scene.a2, scene.b):
-        assert_restores(scene, m, tmp_path, cli=True)
+    assert_restores(scene, scene.a2, tmp_path, cli=True)
+    for m in (scene.a1, scene.b):
+        assert_restores(scene, m, tmp_path)
 
 
 def test_flipped_byte_in_a_pack(scene: Scene, tmp_path: Path) -> None:
