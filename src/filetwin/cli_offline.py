@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,14 @@ def repository_location(config: Config, entry_paths: tuple[str, ...] = ()) -> st
     return config.repository_location
 
 
-def open_existing(location: str, state_dir: Path | None = None) -> Any:
+def open_existing(
+    location: str, state_dir: Path | None = None, passphrase: Callable[[], bytes] | None = None
+) -> Any:
     """The Repository at ``location``; RepositoryError (exit 1) when the location
     holds none. Never creates the location. An encrypted repository asks for its
     passphrase ($FILETWIN_PASSWORD, $FILETWIN_PASSWORD_FILE, or a prompt on a
-    terminal); ``state_dir`` (when it exists) holds a keyfile repository's key
-    and what the daemon knew of the repository."""
+    terminal; or ``passphrase()``); ``state_dir`` (when it exists) holds a keyfile
+    repository's key and what the daemon knew of the repository."""
     from .repo.opening import open_repository
 
     local = _local_path(location)
@@ -94,7 +97,7 @@ def open_existing(location: str, state_dir: Path | None = None) -> Any:
                 "(see --config and --state-dir)"
             )
     known = state_dir if state_dir is not None and state_dir.is_dir() else None
-    return open_repository(location, state_dir=known, passphrase=prompted_passphrase)
+    return open_repository(location, state_dir=known, passphrase=passphrase or prompted_passphrase)
 
 
 def prompted_passphrase() -> bytes:

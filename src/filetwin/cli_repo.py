@@ -21,22 +21,39 @@ from .repo.crypto import PASSWORD_ENV, PASSWORD_FILE_ENV, passphrase_from_env
 NEW_PASSWORD_ENV = "FILETWIN_NEW_PASSWORD"
 
 
+def _ask_twice() -> bytes:
+    first = getpass.getpass("new passphrase: ")
+    if first != getpass.getpass("new passphrase again: "):
+        raise UsageError("the two passphrases differ; nothing was changed")
+    return first.encode()
+
+
 def _new_passphrase() -> bytes:
-    """A new passphrase: $FILETWIN_NEW_PASSWORD, else $FILETWIN_PASSWORD(_FILE),
-    else asked twice on the terminal."""
+    """The passphrase of a new repository: $FILETWIN_NEW_PASSWORD, else
+    $FILETWIN_PASSWORD(_FILE) (what the daemon will read), else asked twice on
+    the terminal."""
     import os
 
     value = os.environ.get(NEW_PASSWORD_ENV)
     if value:
         return value.encode()
+    return passphrase_from_env(_ask_twice if sys.stdin.isatty() else None)
 
-    def ask() -> bytes:
-        first = getpass.getpass("new passphrase: ")
-        if first != getpass.getpass("new passphrase again: "):
-            raise UsageError("the two passphrases differ; nothing was changed")
-        return first.encode()
 
-    return passphrase_from_env(ask if sys.stdin.isatty() else None)
+def _changed_passphrase() -> bytes:
+    """The passphrase `key` sets: $FILETWIN_NEW_PASSWORD, else asked twice on the
+    terminal. Never $FILETWIN_PASSWORD: that is the current one."""
+    import os
+
+    value = os.environ.get(NEW_PASSWORD_ENV)
+    if value:
+        return value.encode()
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"give the new passphrase in ${NEW_PASSWORD_ENV} or run on a terminal to be "
+            "asked; nothing was changed"
+        )
+    return _ask_twice()
 
 
 @click.command()
@@ -109,15 +126,28 @@ def key(as_json: bool) -> None:
     working: it holds the keys, which do not change.
     """
     from .backends import open_backend
-    from .cli_offline import prompted_passphrase, repository_location
+    from .cli_offline import open_existing, prompted_passphrase, repository_location
     from .repo import format as fmt
 
     config = ctx_obj().config()
     location = repository_location(config)
-    from .cli_offline import open_existing
+    asked: list[bytes] = []
 
-    open_existing(location, config.state_dir)  # no repository: a clear error, nothing made
-    fmt.change_passphrase(open_backend(location), prompted_passphrase, _new_passphrase)
+    def current() -> bytes:  # asked once, used to open and to rewrap
+        if not asked:
+            asked.append(prompted_passphrase())
+        return asked[0]
+
+    # No repository, a swapped one or a wrong passphrase: a clear error, nothing made.
+    open_existing(location, config.state_dir, passphrase=current)
+
+    def new() -> bytes:
+        value = _changed_passphrase()
+        if value == current():
+            raise UsageError("the new passphrase is the current one; nothing was changed")
+        return value
+
+    fmt.change_passphrase(open_backend(location), current, new)
     if as_json:
         emit_json({"location": location, "changed": True})
     else:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +257,74 @@ def test_a_downgraded_or_swapped_repository_is_refused(tmp_path: Path, config: P
     (loc / "config").write_text(json.dumps({**doc, "id": "0" * 32}))
     r = cli(state, "check", env=pw(), config=config)
     assert r.returncode == 1 and "not the one this state directory used" in r.stderr, r.stderr
+
+
+def test_key_never_takes_the_current_passphrase_for_the_new_one(
+    tmp_path: Path, config: Path
+) -> None:
+    """FILETWIN_PASSWORD is the current passphrase (the daemon's): without
+    FILETWIN_NEW_PASSWORD and no terminal, key refuses instead of "changing" the
+    passphrase to itself; the same passphrase given as new is refused too."""
+    state, _f, _repo = repokey_repo(tmp_path)
+    before = tree(tmp_path)
+    r = cli(state, "key", env=pw(), config=config)
+    assert r.returncode == 2 and "FILETWIN_NEW_PASSWORD" in r.stderr, r.stderr
+    r = cli(state, "key", env={**pw(), "FILETWIN_NEW_PASSWORD": PASSPHRASE}, config=config)
+    assert r.returncode == 2 and "is the current one" in r.stderr, r.stderr
+    assert tree(tmp_path) == before
+
+
+class Terminal:
+    """A command on a pseudo-terminal of its own (getpass reads /dev/tty)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: its controlling terminal is the pty
+            os.execve(argv[0], argv, env)
+        self.seen = b""
+
+    def expect(self, *texts: str, timeout: float = 60) -> int:
+        """Read until one of ``texts`` appears after what was matched before; its index."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [(self.seen.find(t.encode()), i) for i, t in enumerate(texts)]
+            hits = sorted((at, i) for at, i in found if at >= 0)
+            if hits:
+                at, i = hits[0]
+                self.seen = self.seen[at + len(texts[i]) :]
+                return i
+            left = deadline - time.monotonic()
+            assert left > 0, f"none of {texts} in {self.seen!r}"
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    chunk = b""
+                assert chunk, f"the command ended; none of {texts} in {self.seen!r}"
+                self.seen += chunk
+
+    def send(self, line: str) -> None:
+        os.write(self.fd, line.encode() + b"\n")
+
+    def wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)
+
+
+def test_key_on_a_terminal_asks_each_passphrase_once(tmp_path: Path, config: Path) -> None:
+    state, f, _repo = repokey_repo(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FILETWIN_")}
+    argv = [sys.executable, "-m", "filetwin", "--state-dir", str(state), "--config", str(config)]
+    term = Terminal([*argv, "key"], env)
+    term.expect("repository passphrase: ")
+    term.send(PASSPHRASE)
+    # Next comes the new one: the current one is not asked a second time.
+    assert term.expect("new passphrase: ", "repository passphrase: ") == 0
+    term.send(OTHER)
+    term.expect("new passphrase again: ")
+    term.send(OTHER)
+    term.expect("changed")
+    assert term.wait() == 0
+    assert cli(state, "history", str(f), env=pw(OTHER), config=config).returncode == 0
