@@ -138,3 +138,20 @@ def test_daemon_refuses_to_start_without_the_right_passphrase(
         d.start()
     d.proc = None
     assert tree(tmp_path / "state" / "repository") == before
+
+
+def test_encryption_asked_for_an_existing_unencrypted_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``encryption`` applies when a repository is created: asked for with an
+    existing unencrypted repository, the daemon refuses to start (saying why)
+    instead of storing in the clear; nothing is changed."""
+    monkeypatch.setenv("FILETWIN_PASSWORD", PASSPHRASE)
+    loc = tmp_path / "state" / "repository"
+    make_repository(loc, "none")
+    before = tree(loc)
+    d = Daemon(tmp_path / "state", {"encryption": "repokey"})
+    with pytest.raises(AssertionError, match="exists unencrypted"):
+        d.start()
+    d.proc = None
+    assert tree(loc) == before

@@ -151,3 +151,23 @@ def test_init_refuses_a_v1_repository(v1: Path, tmp_path: Path) -> None:
     r = run_cli("--state-dir", str(state), "--config", str(config), "init")
     assert r.returncode == 2 and "already holds a repository (version 1" in r.stderr, r.stderr
     assert tree(v1) == before
+
+
+def test_v1_repository_with_only_packs_left_is_still_one(v1: Path) -> None:
+    """Once gc moved its loose chunks, a v1 repository whose manifests were all
+    purged holds only packs and index objects until the next gc: it is still a
+    repository (never taken for an empty location and created over)."""
+    from filetwin.errors import RepositoryError
+    from filetwin.repo.gc import collect
+    from filetwin.repo.opening import open_repository
+
+    repo = Repository(LocalBackend(v1))
+    collect(repo)
+    for path in repo.entries():
+        repo.purge(path)
+    assert loose(v1) == [] and list(list_packs(repo.backend))
+    assert fmt.read_info(LocalBackend(v1)) == fmt.RepoInfo(1, "", "none")
+    before = tree(v1)
+    with pytest.raises(RepositoryError, match="exists unencrypted"):
+        open_repository(str(v1), create_mode="repokey", passphrase=lambda: "x")
+    assert tree(v1) == before

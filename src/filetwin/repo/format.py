@@ -50,8 +50,9 @@ CONFIG = "config"
 REPOKEY = "keys/repokey"
 FORMAT_VERSION = 2
 KEY_FILE_ENV = "FILETWIN_KEY_FILE"
-#: prefixes a version-1 repository has objects under
-V1_MARKS = ("manifests/", "chunks/")
+#: prefixes a version-1 repository has objects under (packs and index objects
+#: too, once today's code stored into it: they outlive its manifests until gc)
+V1_MARKS = ("manifests/", "chunks/", "packs/", "index/")
 
 Passphrase = Callable[[], bytes | str]
 

@@ -29,7 +29,9 @@ def open_repository(
     """The repository at ``location``.
 
     An empty location is created with encryption ``create_mode`` when given
-    (RepositoryError otherwise: "no repository"). ``keys`` (already unlocked,
+    (RepositoryError otherwise: "no repository"); an existing unencrypted
+    repository is refused (RepositoryError) when ``create_mode`` asks for
+    encryption. ``keys`` (already unlocked,
     e.g. handed to a worker) skip unlocking; else a repokey repository asks
     ``passphrase()`` and a keyfile one reads its key file (``$FILETWIN_KEY_FILE``
     or the state directory's). With a ``state_dir``, the repository's id and
@@ -48,6 +50,15 @@ def open_repository(
             backend, create_mode, passphrase=passphrase, key_file_for=_key_file_for(state_dir)
         )
         keys = keys or created
+    elif create_mode not in (None, "none") and info.encryption == "none":
+        # The setting applies when a repository is created; storing in the clear
+        # into an existing unencrypted one while encryption was asked for would
+        # be a silent failure of it.
+        raise RepositoryError(
+            f"the config asks for encryption {create_mode!r} but repository {location} "
+            "exists unencrypted (encryption is chosen when a repository is created): "
+            'set encryption = "none" to keep using it, or name a new repository location'
+        )
     if state_dir is not None:
         fmt.verify_known(state_dir, location, info)
     if keys is None:
