@@ -108,6 +108,10 @@ class ReplicaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     lag_alert_s: Annotated[
         float, _about("an event fires when the replica trails by more than this many seconds")
     ] = 60.0
+    create_bucket: Annotated[
+        bool,
+        _about("S3: create the bucket if it does not exist (else a missing bucket is an error)"),
+    ] = False
 
 
 class ProtectSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -174,7 +174,10 @@ class Replica:
         s = self.settings
         if self.backend is None:
             self.backend = open_backend(
-                self.location, endpoint_url=s.endpoint or None, region=s.region or None
+                self.location,
+                endpoint_url=s.endpoint or None,
+                region=s.region or None,
+                create=s.create_bucket,
             )
             self.mirror = Mirror(self.primary.backend, self.backend)
             self.shipper = Shipper(self.backend, self.primary.keys)
