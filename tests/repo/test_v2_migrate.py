@@ -171,3 +171,31 @@ def test_v1_repository_with_only_packs_left_is_still_one(v1: Path) -> None:
     with pytest.raises(RepositoryError, match="exists unencrypted"):
         open_repository(str(v1), create_mode="repokey", passphrase=lambda: "x")
     assert tree(v1) == before
+
+
+def test_migrate_leaves_a_damaged_loose_chunk_and_says_so(v1: Path, tmp_path: Path) -> None:
+    """A loose chunk that does not verify is not copied into a pack (damage is
+    never repacked) nor deleted: migrate names it and exits 1; every version
+    that does not use it is intact, and one that does fails to restore."""
+    from filetwin.errors import RestoreError
+
+    b_first = next(v for v in V1_VERSIONS if v["path"].endswith("b.bin"))  # one chunk
+    repo = Repository(LocalBackend(v1))
+    m = repo.find_version(b_first["path"], b_first["id"])
+    [cid] = m.chunks
+    obj = v1 / "chunks" / cid[:2] / cid
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    obj.write_bytes(bytes(data))
+    state, config = config_for(tmp_path, v1)
+    r = run_cli("--state-dir", str(state), "--config", str(config), "migrate")
+    assert r.returncode == 1
+    assert f"damaged, left in place: chunks/{cid[:2]}/{cid}" in r.stderr, r.stderr
+    assert [p.name for p in loose(v1)] == [cid]
+    fresh = Repository(LocalBackend(v1))
+    with pytest.raises(RestoreError, match=cid):
+        b"".join(fresh.read_version(fresh.find_version(m.path, m.id)))
+    for v in V1_VERSIONS:
+        if v["id"] != m.id:
+            got = b"".join(fresh.read_version(fresh.find_version(v["path"], v["id"])))
+            assert blake3.blake3(got).hexdigest() == v["hash"]
