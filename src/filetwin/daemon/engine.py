@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..heal import IO_ERRNOS
 from ..policy import Policy
+from ..replicas.fallback import repairs_event, setup_entries
 from ..replicas.layout import this_host
 from ..replicas.replicator import Replicator
 from ..repo import Manifest
@@ -72,8 +73,15 @@ class Engine:
         # Workers get the unlocked keys over their private pipe, not the passphrase.
         self.pool = WorkerPool(
             config.workers,
-            setup={"keys": {config.repository_location: export_keys(self.repo.keys).decode()}},
+            setup={
+                "keys": {config.repository_location: export_keys(self.repo.keys).decode()},
+                # A chunk the primary lacks or holds damaged is read from a replica.
+                "replicas": {
+                    config.repository_location: setup_entries(config.replicas, this_host())
+                },
+            },
         )
+        self.pool.on_answer = lambda job, answer: repairs_event(self.emit, job, answer)
         self.watcher = Watcher(self._on_fs_event)
         self.supervisors: dict[str, Supervisor] = {}
         self.gate = Gate()

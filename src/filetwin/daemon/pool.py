@@ -76,6 +76,9 @@ class WorkerPool:
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._busy: set[_Worker] = set()
         self._closed = False
+        #: told (job, answer) of every answer (the engine makes events of what a
+        #: job read from a replica: replicas/fallback.py)
+        self.on_answer: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
     async def start(self) -> None:
         for _ in range(self.size):
@@ -123,6 +126,8 @@ class WorkerPool:
                 # cancellation that lands in the same step as the answer.
                 async with asyncio.timeout(timeout):
                     result = await answer
+                if self.on_answer is not None:
+                    self.on_answer(job, result)
             except TimeoutError:
                 loop.remove_reader(worker.conn.fileno())
                 pid = worker.pid

@@ -26,12 +26,32 @@ from ..repo.crypto import Keys, load_key_file
 _repos: dict[str, Repository] = {}
 #: unlocked keys per repository location, from the pool's setup message
 _keys: dict[str, Keys] = {}
+#: replicas per repository location, from the setup message: a chunk the
+#: repository lacks or holds damaged is read from them (replicas/fallback.py)
+_replicas: dict[str, list[dict[str, str]]] = {}
 
 
 def _repo(location: str) -> Repository:
     if location not in _repos:
-        _repos[location] = Repository(open_backend(location), keys=_keys.get(location))
+        repo = Repository(open_backend(location), keys=_keys.get(location))
+        if _replicas.get(location):
+            from ..replicas.fallback import ReplicaFallback, opener
+
+            ReplicaFallback(
+                repo.chunks, [(r["name"], opener(r)) for r in _replicas[location]]
+            ).install()
+        _repos[location] = repo
     return _repos[location]
+
+
+def _with_repairs(job: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer, with the packs the job read from replicas (and put back) if any."""
+    repo = _repos.get(job.get("repository", ""))
+    fallback = repo.chunks.fallback if repo is not None else None
+    drain = getattr(fallback, "drain", None)
+    if drain is not None and (repairs := drain()):
+        answer["repaired"] = repairs
+    return answer
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +200,9 @@ def worker_main(conn: Connection) -> None:
         if job.get("kind") == "setup":
             for location, doc in job.get("keys", {}).items():
                 _keys[location] = load_key_file(doc.encode())
+            _replicas.update(job.get("replicas", {}))
             continue
-        conn.send(run_job(job))
+        conn.send(_with_repairs(job, run_job(job)))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,10 @@ class ChunkStore:
         #: index objects and packs found damaged at load: object name -> error
         self.damaged: dict[str, FiletwinError] = {}
         self._loose: bool | None = None
+        #: where a chunk this repository lacks or holds damaged is read from instead
+        #: (replicas/fallback.py): called with the chunk id, its location here (None:
+        #: no pack here names it) and the error; returns the verified data or raises
+        self.fallback: Callable[[str, Location | None, FiletwinError], bytes] | None = None
 
     # -- the index -----------------------------------------------------------
 
@@ -275,8 +279,41 @@ class ChunkStore:
 
         ObjectNotFound when no pack (nor loose object) holds it, CorruptObject
         naming the pack or object when what was read does not verify. A pack
-        that vanished (gc moved its chunks) makes the view reload once.
+        that vanished (gc moved its chunks) makes the view reload once. With a
+        ``fallback`` set, a missing or damaged chunk is read through it first
+        (its own error if it has none: the original error is raised).
         """
+        try:
+            return self._read_here(cid)
+        except (ObjectNotFound, CorruptObject) as e:
+            if self.fallback is None:
+                raise
+            with self._lock:
+                loc = self._index.get(cid)
+            try:
+                return self.fallback(cid, loc, e)
+            except FiletwinError:
+                raise e from None
+
+    def adopt_pack(self, pack_id: str, data: bytes) -> None:
+        """Put back pack ``pack_id`` (bytes checked against its name by the caller,
+        e.g. a replica's copy) and take it into the view. RepositoryError if the
+        put fails."""
+        entries = parse_pack(self.keys, pack_id, data)
+        self.backend.put(pack_name(pack_id), data)
+        with self._lock:
+            self._ensure()
+            self.damaged.pop(pack_name(pack_id), None)
+            self._present.add(pack_id)
+            if pack_id not in self._packs:
+                self._unindexed[pack_id] = dict(entries)
+                self._packs[pack_id] = dict(entries)
+            for cid, loc in entries.items():
+                _merge(self._index, cid, loc)
+                if self._index[cid].pack not in self._present:
+                    self._index[cid] = loc
+
+    def _read_here(self, cid: str) -> bytes:
         with self._lock:
             self._ensure()
             loc = self._index.get(cid)
