@@ -17,7 +17,7 @@ cache of the packs, rebuildable from them alone (``packs.rebuild_index``).
 
 Repositories written before packs keep loose chunks (``chunks/<id[:2]>/<id>``,
 one zstd frame each); they stay readable here and are moved into packs by
-``filetwin migrate`` (repo/migrate.py) or gc.
+``filetwin migrate`` (cli_repo.py) or gc (repo/gc.py).
 
 Local cache: with a ``cache_dir`` (in the state directory), index objects read
 once are kept there as plain files and read from there next time (they are
