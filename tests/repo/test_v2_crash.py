@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,8 @@ from filetwin.repo.gc import STEPS, collect
 from filetwin.repo.packs import INDEX, list_packs
 from tests.helpers import stored_chunks
 
-from .v2kit import all_versions, assert_all_restore, content, make_repository, store
+from .v2kit import all_versions, assert_all_restore, content, make_repository, store, unpack_v1
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 CRASHED = 70  # gc's os._exit code, and the store child's
 
 CHILD_PRELUDE = """
@@ -117,9 +115,7 @@ def gc_scenario(tmp_path: Path, mode: str) -> tuple[Path, Path | None, dict[str,
     loc = tmp_path / "repo"
     key_file = None
     if mode == "none":
-        with tarfile.open(DATA / "v1-repository.tar.gz") as tar:
-            tar.extractall(tmp_path, filter="data")
-        (tmp_path / "repository").rename(loc)
+        unpack_v1(tmp_path).rename(loc)
         repo = Repository(LocalBackend(loc), pack_size=GC_PACK_SIZE)
     else:
         key_file = tmp_path / "key"

@@ -5,7 +5,6 @@ every version's id and hash intact."""
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from filetwin.repo.check import check_repository
 from filetwin.repo.packs import list_packs
 from tests.helpers import Daemon, run_cli, wait_until
 
-from .v2kit import tree
+from .v2kit import tree, unpack_v1
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 #: what the old code stored: path, id, hash, size of every version
@@ -29,9 +28,7 @@ V1_VERSIONS: list[dict[str, Any]] = json.loads((DATA / "v1-repository.json").rea
 @pytest.fixture
 def v1(tmp_path: Path) -> Path:
     """The v1 repository, unpacked."""
-    with tarfile.open(DATA / "v1-repository.tar.gz") as tar:
-        tar.extractall(tmp_path, filter="data")
-    return tmp_path / "repository"
+    return unpack_v1(tmp_path)
 
 
 def loose(loc: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import tarfile
 from pathlib import Path
 
 import blake3
@@ -20,6 +21,8 @@ from filetwin.repo import format as fmt
 from filetwin.repo.crypto import CHEAP_KDF
 
 PASSPHRASE = "correct horse battery staple"
+#: the repository made by the code before packs (tests/data/README.md)
+V1_TARBALL = Path(__file__).resolve().parent.parent / "data" / "v1-repository.tar.gz"
 #: a small pack target, so that a few hundred KB make several packs
 SMALL_PACKS = 96 * 1024
 
@@ -97,3 +100,14 @@ def flip(path: Path, at: int | None = None) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2 if at is None else at] ^= 0x40
     path.write_bytes(bytes(data))
+
+
+def unpack_v1(into: Path) -> Path:
+    """The v1 repository unpacked under ``into``; its path (``into/repository``)."""
+    with tarfile.open(V1_TARBALL) as tar:
+        # The "data" filter (PEP 706) where this Python has it; the tarball is ours.
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+        else:  # pragma: no cover - Pythons before 3.11.4
+            tar.extractall(into)  # noqa: S202
+    return into / "repository"
