@@ -112,6 +112,13 @@ class ReplicaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
         bool,
         _about("S3: create the bucket if it does not exist (else a missing bucket is an error)"),
     ] = False
+    safety_pass_s: Annotated[
+        float,
+        _about(
+            "seconds between safety passes: the replica listed again and part of it read "
+            "back, so what was deleted or damaged there is put again"
+        ),
+    ] = 60.0
 
 
 class ProtectSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -524,6 +531,12 @@ class Config:
             value = getattr(self, name)
             if not 0 <= value < float("inf"):
                 raise UsageError(f"{name} must be a number of seconds >= 0, not {value}")
+        for r in self.replicas:
+            if not 0.1 <= r.safety_pass_s < float("inf"):
+                raise UsageError(
+                    f"[[replica]] {r.name or r.location}: safety_pass_s must be a number of "
+                    f"seconds >= 0.1, not {r.safety_pass_s}"
+                )
 
     def ensure_state_dir(self) -> None:
         """Create the state directory (0700), or tighten an existing one to 0700.

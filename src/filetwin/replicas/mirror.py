@@ -19,13 +19,18 @@ compared by content (a passphrase change rewrites them). One pass:
 
 The replica's contents are remembered (``known``) from one listing at start,
 then from what the mirror put and deleted; ``rescan`` lists again (objects
-removed behind our back are then copied again).
+removed behind our back are then copied again: the replicator's safety pass
+does it periodically), and ``verify_some`` reads back a bounded share of the
+replica's objects per call, round robin, so that damaged copies are found and
+put again over the passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import blake3
 
 from ..backends.base import Backend
 from ..errors import ObjectNotFound
@@ -72,11 +77,52 @@ class Mirror:
         self.known: set[str] | None = None
         #: config and keys as last seen on the replica (saves a get per pass)
         self._meta: dict[str, bytes] = {}
+        #: the last object verify_some read back
+        self._cursor = ""
 
-    def rescan(self) -> None:
-        """Recompute what the replica holds from a listing of it."""
+    def rescan(self) -> list[str]:
+        """Recompute what the replica holds from a listing of it; return the names it
+        was known to hold and no longer does (removed behind our back)."""
+        before = self.known or set()
         self.known = {n for n in self.dst.list("") if not n.startswith(JOURNALS)}
         self._meta = {}
+        return sorted(before - self.known)
+
+    def verify_some(self, budget: int) -> list[str]:
+        """Read back replica objects (after the last one checked, wrapping around)
+        until ``budget`` bytes were read; return those whose copy is damaged (a
+        pack not matching its name, another object differing from the primary's).
+        They are forgotten from ``known``, so the next ``sync`` puts them again."""
+        known = sorted(self.known or ())
+        if not known:
+            return []
+        start = next((i for i, n in enumerate(known) if n > self._cursor), 0)
+        order = known[start:] + known[:start]
+        damaged: list[str] = []
+        read = 0
+        for name in order:
+            if read >= budget:
+                break
+            self._cursor = name
+            try:
+                copy = self.dst.get(name)
+            except ObjectNotFound:
+                damaged.append(name)
+                continue
+            read += len(copy)
+            if name.startswith(PACKS):
+                ok = blake3.blake3(copy).hexdigest() == name.rsplit("/", 1)[-1]
+            else:
+                try:
+                    ok = copy == self.src.get(name)
+                except ObjectNotFound:
+                    continue  # gone from the primary: a deletion the pass makes
+            if not ok:
+                damaged.append(name)
+        for name in damaged:
+            self.known.discard(name)  # type: ignore[union-attr]
+            self._meta.pop(name, None)
+        return damaged
 
     def _put(self, name: str, data: bytes, out: PassResult) -> None:
         assert self.known is not None

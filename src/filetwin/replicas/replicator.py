@@ -10,7 +10,13 @@ call runs in a thread of the task.
 - Journal records are shipped once the oldest unshipped one is ``window_s``
   old (default 0.1 s), so the records of one window make one object.
 - A version (or any repository change) makes a pass of the mirror at once;
-  a full pass (deletions of journal objects included) runs every ``full_s``.
+  a full pass, the safety net, runs every ``full_s`` (the replica's
+  ``safety_pass_s``): it lists the replica again and reads back up to
+  ``VERIFY_BYTES`` of its objects (round robin over the passes), so objects
+  deleted or damaged there behind filetwin's back are put again (journal
+  objects from the local journal while it holds their records), with an event
+  ``replica-repaired`` naming them; and it propagates deletions of journal
+  objects.
 - A failure (replica down, refused credentials) is an event ``replica-failed``
   naming it (once per distinct problem) and the task retries with exponential
   backoff (``backoff_s`` doubled up to ``max_backoff_s``); on its return the
@@ -48,6 +54,10 @@ log = logging.getLogger("filetwin.replicas")
 
 Emit = Callable[[str | None, str, bool, str], None]
 
+#: bytes of replica objects read back per safety pass to find damaged copies
+#: (round robin: a replica of N bytes is read whole every N / VERIFY_BYTES passes)
+VERIFY_BYTES = 64 << 20
+
 
 class Replica:
     """One replica's task and state (all state is touched on the event loop only)."""
@@ -63,7 +73,7 @@ class Replica:
         clock: Callable[[], float],
         *,
         window_s: float = 0.1,
-        full_s: float = 60.0,
+        full_s: float | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
     ) -> None:
@@ -76,7 +86,7 @@ class Replica:
         self.emit = emit
         self.clock = clock
         self.window_s = window_s
-        self.full_s = full_s
+        self.full_s = settings.safety_pass_s if full_s is None else full_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.backend: Backend | None = None
@@ -252,7 +262,16 @@ class Replica:
         self._repo_dirty = False
         before = dict(self.dirty)
         paths = self.paths()
-        result = await asyncio.to_thread(self._pass_thread, full, paths)
+        result, repaired, lost = await asyncio.to_thread(self._pass_thread, full, paths)
+        if repaired or lost:
+            gone = f"; lost for good (the local journal no longer holds them): {', '.join(lost)}"
+            self.emit(
+                None,
+                "replica-repaired",
+                not lost,
+                f"replica {self.name} ({self.location}): put again what was deleted or "
+                f"damaged there: {', '.join(repaired) or 'nothing'}" + (gone if lost else ""),
+            )
         for path, since in before.items():
             if self.dirty.get(path) == since:
                 del self.dirty[path]
@@ -261,9 +280,16 @@ class Replica:
         if full:
             self._next_full = self.clock() + self.full_s
 
-    def _pass_thread(self, full: bool, paths: list[str]) -> PassResult:
+    def _pass_thread(self, full: bool, paths: list[str]) -> tuple[PassResult, list[str], list[str]]:
+        """(thread) One pass; with the names put again because the replica had lost
+        or damaged them, and those it lacks for good."""
         assert self.mirror is not None and self.shipper is not None
         mirror = self.mirror
+        gone: list[str] = []
+        journals: list[tuple[str, str, int, int]] = []
+        if full:
+            gone = mirror.rescan() + mirror.verify_some(VERIFY_BYTES)
+            journals = self.shipper.rescan() + self.shipper.verify_some(VERIFY_BYTES)
         known = mirror.known or set()
         missing: dict[str, float] = {}
         result = PassResult()
@@ -279,9 +305,23 @@ class Replica:
                 break
         self.missing = {}
         self.newest = mirror.newest_by_key()
+        # Put again by the sync (those the primary itself dropped since are not).
+        repaired = [n for n in gone if n in (mirror.known or ())]
+        lost: list[str] = []
+        local = {self.primary.entry_key(p): p for p in paths}
+        for name, key, first, last in journals:
+            path = local.get(key)
+            jdir = journal_dir(self.journals_root, path) if path is not None else None
+            oldest = first_local_seq(jdir) if jdir is not None else None
+            if jdir is None or oldest is None or last < oldest:
+                continue  # records a checkpoint covers: the prune drops such objects too
+            if self.shipper.reship(key, jdir, first, last):
+                repaired.append(name)
+            else:
+                lost.append(name)
         if full and result.complete:
             self._prune_journals(result, paths)
-        return result
+        return result, repaired, lost
 
     def _prune_journals(self, result: PassResult, paths: list[str]) -> None:
         """(thread) Journal objects the replica no longer needs: all of an entry the

@@ -12,12 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backends.base import Backend
+from ..errors import CorruptObject, ObjectNotFound
 from ..repo.crypto import Keys
 from ..repo.journal import Record, iter_records, list_segments
 from .layout import (
     JOURNALS,
     encode_segment,
     journal_object,
+    open_journal,
     parse_journal_object,
     seal_journal,
 )
@@ -41,15 +43,68 @@ class Shipper:
         self.max_bytes = max_bytes
         #: entry key -> {object name: (first, last)}
         self.objects: dict[str, dict[str, tuple[int, int]]] = {}
+        #: the last object verify_some read back
+        self._cursor = ""
 
-    def rescan(self) -> None:
-        """Recompute every entry's position from a listing of the replica."""
+    def rescan(self) -> list[tuple[str, str, int, int]]:
+        """Recompute every entry's position from a listing of the replica; return the
+        objects it was known to hold and no longer does, as (name, key, first, last)."""
         objects: dict[str, dict[str, tuple[int, int]]] = {}
         for name in self.dst.list(JOURNALS):
             parsed = parse_journal_object(name)
             if parsed is not None:
                 objects.setdefault(parsed[0], {})[name] = (parsed[1], parsed[2])
+        lost = [
+            (name, key, first, last)
+            for key, held in self.objects.items()
+            for name, (first, last) in held.items()
+            if name not in objects.get(key, {})
+        ]
         self.objects = objects
+        return sorted(lost)
+
+    def verify_some(self, budget: int) -> list[tuple[str, str, int, int]]:
+        """Read back journal objects (after the last one checked, wrapping around)
+        until ``budget`` bytes were read; return those that do not open as the
+        records their name says, as (name, key, first, last), forgotten from
+        ``objects`` (see ``reship``)."""
+        every = sorted(
+            (name, key, first, last)
+            for key, held in self.objects.items()
+            for name, (first, last) in held.items()
+        )
+        if not every:
+            return []
+        start = next((i for i, o in enumerate(every) if o[0] > self._cursor), 0)
+        damaged = []
+        read = 0
+        for obj in every[start:] + every[:start]:
+            if read >= budget:
+                break
+            self._cursor = obj[0]
+            try:
+                blob = self.dst.get(obj[0])
+                read += len(blob)
+                open_journal(self.keys, obj[0], blob)
+            except (ObjectNotFound, CorruptObject):
+                damaged.append(obj)
+        for name, key, _first, _last in damaged:
+            self.objects.get(key, {}).pop(name, None)
+        return damaged
+
+    def reship(self, key: str, jdir: Path, first: int, last: int) -> bool:
+        """Put records ``first..last`` of entry ``key`` again (the replica lost or
+        damaged their object) from the local journal; False if it no longer holds
+        them all (the replica then lacks them for good: the caller says so)."""
+        batch: list[Record] = []
+        for r in iter_records(jdir, start_seq=first, allow_gaps=True):
+            if r.seq > last:
+                break
+            batch.append(r)
+        if [r.seq for r in batch] != list(range(first, last + 1)):
+            return False
+        self._put(key, batch)
+        return True
 
     def shipped(self, key: str) -> int:
         """The newest seq of entry ``key`` the replica holds (0: none)."""
