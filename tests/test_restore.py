@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import blake3
-import pytest
 
 from tests.helpers import Daemon, wait_until
 

@@ -335,8 +335,10 @@ def remove(path: str, purge: bool, as_json: bool) -> None:
 @json_option
 @handle_errors
 def backup(path: str, as_json: bool) -> None:
-    """Take a version now; returns when it is stored."""
-    m = ctx_obj().client(LONG_WAIT).backup(path)
+    """Take a version now; returns when it is stored (with a progress bar of the
+    bytes read on a terminal)."""
+    client = ctx_obj().client(LONG_WAIT)
+    m = _backup_with_progress(client, path) if wanted(as_json) else client.backup(path)
     if as_json:
         emit_json(m)
     else:
@@ -344,6 +346,25 @@ def backup(path: str, as_json: bool) -> None:
         out.print(
             f"version {m['id']} of {m['path']} stored ({m['size']} bytes){same}", markup=False
         )
+
+
+def _backup_with_progress(client: Client, path: str) -> Mapping[str, Any]:
+    """The backup request, while a bar follows the job's bytes read (the entry's
+    ``job_bytes``, which the daemon takes from the worker's I/O counters)."""
+    sizes = file_sizes((path,))
+    total = next(iter(sizes.values()), None)
+    poller = Client(socket_path=client.socket_path, timeout=SHORT_WAIT)
+    with bytes_progress() as progress:
+        task = progress.add_task(f"backing up {os.path.basename(path)}", total=total or None)
+
+        def poll() -> None:
+            done = poller.status(path).get("job_bytes")
+            if done is not None:
+                progress.update(task, completed=min(done, total) if total else done)
+
+        m = run_polling(lambda: client.backup(path), poll)
+        progress.update(task, completed=m["size"], total=m["size"] or None)
+    return m
 
 
 def _offline_repo(path: str | None = None) -> tuple[Any, str | None]:

@@ -75,10 +75,20 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f}"
+
+
 def _fields(r: Mapping[str, Any]) -> dict[str, str]:
     job = "-"
     if r["job_kind"]:
         job = f"{r['job_kind']}/pid {r['worker_pid'] or '?'}/since {r['job_started_at']}"
+        done = r.get("job_bytes")
+        if done is not None:
+            size = r.get("size")
+            # the size of the last version: the total only when the file did not grow
+            of = f"/{_mib(size)}" if size and size >= done else ""
+            job += f"/{_mib(done)}{of} MiB"
     state = r["state"]
     if r["pending_change"] != "none":
         state += f"({r['pending_change']} pending)"

@@ -288,6 +288,10 @@ class Entry(TypedDict):
     job_kind: str | None
     job_started_at: Time | None
     worker_pid: int | None
+    job_bytes: Annotated[
+        int | None,
+        Meta(description="a running job's progress: bytes read (written, for a restore)"),
+    ]
     last_result: str | None
     last_error: str | None
     retries: int

@@ -90,6 +90,7 @@ ENTRY_FIELDS = [
     "keep_weekly",
     "keep_monthly",
     "source",
+    "job_bytes",
 ]
 
 #: columns added after the first release: (name, declaration), added at open
@@ -103,6 +104,8 @@ MIGRATIONS = [
     ("keep_monthly", "INTEGER NOT NULL DEFAULT 0"),
     # who named the entry: cli (filetwin add, the API) or config ([[protect]])
     ("source", "TEXT NOT NULL DEFAULT 'cli'"),
+    # a running job's progress: bytes its worker has read (written, for a restore)
+    ("job_bytes", "INTEGER"),
 ]
 
 
@@ -324,11 +327,13 @@ class Table:
 
     def start_job(self, path: str, kind: str) -> None:
         """Show a job of ``kind`` running on the entry (its worker pid comes later)."""
-        self.set(path, job_kind=kind, job_started_at=self.clock(), worker_pid=None)
+        self.set(path, job_kind=kind, job_started_at=self.clock(), worker_pid=None, job_bytes=None)
 
     def end_job(self, path: str, **result: Any) -> None:
         """Clear the running job; ``result`` sets last_result, last_error, ..."""
-        self.set(path, job_kind=None, worker_pid=None, job_started_at=None, **result)
+        self.set(
+            path, job_kind=None, worker_pid=None, job_started_at=None, job_bytes=None, **result
+        )
 
     def delete(self, path: str) -> None:
         self._exec("DELETE FROM entries WHERE path = ?", (path,))

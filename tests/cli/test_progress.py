@@ -107,3 +107,18 @@ def test_check_read_data_counts_objects(daemon: Daemon, files: Path) -> None:
     r = daemon.cli("check", "--read-data")
     assert r.returncode == 0 and "checking" not in r.stdout + r.stderr
     assert r.stdout.endswith("is healthy (all data read)\n")
+
+
+def test_backup_shows_the_bytes_read(daemon: Daemon, files: Path) -> None:
+    f = files / "b.bin"
+    f.write_bytes(os.urandom(1000))
+    daemon.client.add(f)
+    f.write_bytes(os.urandom(3_000_000))
+    text = in_terminal(daemon.state_dir, "backup", str(f))
+    assert "backing up b.bin" in text and "3.0/3.0 MB" in text, text
+    assert f"of {f} stored (3000000 bytes)" in text, text
+    piped = subprocess.run(
+        [sys.executable, "-m", "filetwin", "--state-dir", str(daemon.state_dir), "backup", str(f)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert piped.returncode == 0 and "backing up" not in piped.stdout + piped.stderr

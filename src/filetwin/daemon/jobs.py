@@ -265,13 +265,17 @@ class JobRunner:
         def started(pid: int) -> None:
             self._set(job.path, worker_pid=pid)
 
+        def progress(done: int) -> None:
+            # The worker sends its bytes read a few times a second (worker._reporter).
+            self._set(job.path, job_bytes=done)
+
         if not job.gated:
-            answer = await self.pool.run(job.work, job.timeout_s, on_start=started)
+            answer = await self.pool.run(job.work, job.timeout_s, started, progress)
             if not answer.get("ok"):
                 raise answer_error(answer)
             return await finish(answer)
         async with self.gate.shared():
-            answer = await self.pool.run(job.work, job.timeout_s, on_start=started)
+            answer = await self.pool.run(job.work, job.timeout_s, started, progress)
             if not answer.get("ok"):
                 raise answer_error(answer)
             return await finish(answer)

@@ -89,8 +89,10 @@ class WorkerPool:
         job: dict[str, Any],
         timeout: float,
         on_start: Callable[[int], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Run ``job`` in a worker; return its answer dict.
+        """Run ``job`` in a worker; return its answer dict. ``on_progress(bytes)``
+        is called for each progress message the worker sends before its answer.
 
         Raises JobTimeout when the deadline passes (the worker is killed and
         replaced) and JobFailed when the worker dies.
@@ -101,11 +103,19 @@ class WorkerPool:
         answer: asyncio.Future[dict[str, Any]] = loop.create_future()
 
         def readable() -> None:
-            loop.remove_reader(worker.conn.fileno())
             try:
-                answer.set_result(worker.conn.recv())
+                message = worker.conn.recv()
             except (EOFError, OSError) as e:
+                loop.remove_reader(worker.conn.fileno())
                 answer.set_exception(JobFailed(f"worker {worker.pid} died: {e!r}"))
+                return
+            if isinstance(message, dict) and set(message) == {"progress"}:
+                if on_progress is not None:
+                    on_progress(int(message["progress"]))
+                return  # the answer is still to come
+            loop.remove_reader(worker.conn.fileno())
+            if not answer.done():
+                answer.set_result(message)
 
         try:
             if not worker.is_alive():

@@ -24,6 +24,25 @@ from ..repo import Manifest, Repository
 from ..repo.crypto import Keys, load_key_file
 
 _repos: dict[str, Repository] = {}
+#: the pipe to the daemon while a job runs (progress messages go there)
+_conn: Connection | None = None
+#: at most one progress message per this many seconds
+PROGRESS_EVERY_S = 0.25
+
+
+def _reporter() -> Any:
+    """A progress callback sending ``{"progress": bytes}`` to the daemon, throttled;
+    the daemon's pool takes it as progress, not as the job's answer."""
+    last = [0.0]
+
+    def report(done: int) -> None:
+        now = time.monotonic()
+        if _conn is not None and now - last[0] >= PROGRESS_EVERY_S:
+            last[0] = now
+            with contextlib.suppress(OSError):
+                _conn.send({"progress": done})
+
+    return report
 #: unlocked keys per repository location, from the pool's setup message
 _keys: dict[str, Keys] = {}
 #: replicas per repository location, from the setup message: a chunk the
@@ -65,7 +84,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         repo = _repo(job["repository"])
         if kind == "prepare":
             manifest = repo.prepare_file(
-                job["path"], job["cause"], journal_seq=int(job.get("journal_seq") or 0)
+                job["path"],
+                job["cause"],
+                journal_seq=int(job.get("journal_seq") or 0),
+                progress=_reporter(),
             )
             # The daemon commits the manifest and guards gc; this process forgets it.
             repo.release(manifest)
@@ -202,6 +224,8 @@ def worker_main(conn: Connection) -> None:
                 _keys[location] = load_key_file(doc.encode())
             _replicas.update(job.get("replicas", {}))
             continue
+        global _conn
+        _conn = conn
         conn.send(_with_repairs(job, run_job(job)))
 
 

@@ -182,10 +182,13 @@ STORE_WINDOW = 16
 class _FdReader:
     """readinto() over an fd with pread: leaves the caller's file offset alone."""
 
-    def __init__(self, fd: int, path: str) -> None:
+    def __init__(
+        self, fd: int, path: str, progress: Callable[[int], None] | None = None
+    ) -> None:
         self.fd = fd
         self.path = path
         self.offset = 0
+        self.progress = progress
 
     def readinto(self, buf: memoryview) -> int:
         try:
@@ -196,6 +199,8 @@ class _FdReader:
                 f"cannot read {self.path} at byte {self.offset}: {e.strerror or e}", e.errno
             ) from e
         self.offset += n
+        if self.progress is not None:
+            self.progress(self.offset)
         return n
 
 
@@ -234,6 +239,7 @@ class Repository:
         fd: int | None = None,
         journal_seq: int = 0,
         replaced_by: str = "",
+        progress: Callable[[int], None] | None = None,
     ) -> Manifest:
         """Store the file's chunks and return its Manifest WITHOUT writing it (see commit).
 
@@ -247,6 +253,7 @@ class Repository:
         a bad cause or a non-regular file, SourceError (with ``.errno``) when
         reading the file fails, and RepositoryError when storing a chunk fails:
         the caller must tell the two apart (only the first may heal the file).
+        ``progress(bytes read so far)`` is called after each read.
         """
         if cause not in CAUSES:
             raise UsageError(f"unknown version cause {cause!r}; expected one of {sorted(CAUSES)}")
@@ -275,7 +282,7 @@ class Repository:
             try:
                 with ThreadPoolExecutor(STORE_THREADS) as pool:
                     try:
-                        for chunk in new_chunker().cut_stream(_FdReader(fd, spath)):
+                        for chunk in new_chunker().cut_stream(_FdReader(fd, spath, progress)):
                             # chunk.data is only valid until the next chunk: copy it.
                             data = bytes(chunk.data)
                             hasher.update(data)
