@@ -1,6 +1,5 @@
 """Repository keys: sealing objects (AEAD), keyed chunk ids, and the key file.
 
-Not wired into Repository yet; this is the first step of repository v2.
 
 Keys
 ----
@@ -35,7 +34,8 @@ open (CorruptObject naming the object), as does any flipped bit. What is NOT
 covered by sealing: which objects exist (deletion, or rolling an object back to
 an older sealed version under the same name). Names derived from content
 (packs, indexes) make a roll-back of those detectable by their hash; manifests
-need a list of what should exist (left to the wiring: see the v2 issue).
+need a list of what should exist: ``check`` compares with the newest version
+the state directory recorded (repo/check.py).
 
 Random 96-bit nonces are safe for about 2**32 seals per key (NIST SP 800-38D);
 a chunk is one seal, so that is ~4 billion chunks (~300 TiB at 80 KiB each).
@@ -65,7 +65,7 @@ kept outside the repository)::
 Mode ``none``: ``{"version": 1, "mode": "none"}``.
 
 Where the key file lives (an object of the repository for repokey, a 0600 file
-named by the configuration for keyfile) is the wiring's choice.
+named by the configuration for keyfile) is repo/format.py's choice.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pack files: many chunks in one object, and the index that finds them.
 
-Not wired into Repository yet; this is the first step of repository v2. Every
-function takes the repository's ``Keys`` (repo/crypto.py); with ``Keys.none()``
+The byte formats of packs and index objects (repo/chunkstore.py uses them for
+the repository). Every function takes the repository's ``Keys`` (repo/crypto.py); with ``Keys.none()``
 nothing is sealed and ids are plain BLAKE3, with the same code path.
 
 Chunk blob (one chunk as stored inside a pack)
@@ -47,10 +47,11 @@ their union. A chunk found in two packs (a race of two writers, or a repack
 before the old pack is deleted) resolves to the smallest pack id, so the union
 is deterministic and equals the index rebuilt from the packs.
 
-Reading: Backend.get returns a whole object, so reading a chunk reads its whole
-pack (verified, then kept in a small LRU cache: a restore reading chunks in
-pack order reads each pack once). A ranged get would make random reads cheap,
-but would add a sixth call to the backend interface; left for the S3 backend.
+Reading: a chunk is read by reading its whole pack (verified against the pack's
+name, then kept in a small LRU cache: a restore reading chunks in pack order
+reads each pack once). Backend.get can read a byte range, which would make
+random reads of single chunks cheaper on S3 but could not check the pack's
+hash; whole packs are read so that every read is authenticated.
 """
 
 from __future__ import annotations
