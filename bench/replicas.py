@@ -106,6 +106,11 @@ def measure(location: str, work: Path, saves: int, writes: int) -> dict[str, Any
                 return False
 
             write_lags.append(_poll(shipped) - t0)
+        if os.environ.get("BENCH_RAW"):
+            slow = sorted(range(len(write_lags)), key=lambda i: -write_lags[i])[:10]
+            print("slowest writes (index, ms):", [(i, round(write_lags[i] * 1000)) for i in slow])
+            slow = sorted(range(len(version_lags)), key=lambda i: -version_lags[i])[:10]
+            print("slowest saves (index, ms):", [(i, round(version_lags[i] * 1000)) for i in slow])
         return {"version_lag": _summary(version_lags), "write_lag": _summary(write_lags)}
     finally:
         d.stop()
@@ -115,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__)
     ap.add_argument("--saves", type=int, default=1000)
     ap.add_argument("--writes", type=int, default=1000)
+    ap.add_argument("--only", choices=["local", "s3"], help="one replica kind only")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "replicas.json")
     args = ap.parse_args(argv)
     os.environ["FILETWIN_HOST"] = HOST
     results: dict[str, Any] = {
@@ -125,14 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="ft-bench-replicas-") as tmp:
         work = Path(tmp)
-        results["local"] = measure(str(work / "replica"), work, args.saves, args.writes)
-        server = S3Server(work / "weed").start()
-        try:
-            os.environ.update(server.env())
-            results["s3"] = measure(fresh_location(server), work, args.saves, args.writes)
-        finally:
-            server.kill()
-    out = HERE / "results" / "replicas.json"
+        if args.only != "s3":
+            results["local"] = measure(str(work / "replica"), work, args.saves, args.writes)
+        if args.only != "local":
+            server = S3Server(work / "weed").start()
+            try:
+                os.environ.update(server.env())
+                results["s3"] = measure(fresh_location(server), work, args.saves, args.writes)
+            finally:
+                server.kill()
+    out = args.out
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

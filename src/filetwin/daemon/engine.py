@@ -132,6 +132,7 @@ class Engine:
             self.emit, clock,
         )  # fmt: skip
         self.onwrite.journals.on_appended = self.replicator.appended
+        self.metrics.replicas = self.replicator.gauges
         self._stopping = False
         #: the config's [[protect]] tables applied at start and on reload
         self.reconciler = Reconciler(self)

@@ -209,6 +209,7 @@ class _EntryCollector(Collector):
         for state, count in sorted(by_state.items()):
             states.add_metric([state], count)
         yield from (rpo, records, nbytes, pending_age, states)
+        yield from _replica_metrics(m.replicas())
         size = m.repo_size.get()
         if size is not None:
             repo = GaugeMetricFamily(
@@ -218,6 +219,39 @@ class _EntryCollector(Collector):
             )
             repo.add_metric([], size)
             yield repo
+
+
+def _replica_metrics(replicas: list[dict[str, Any]]) -> Iterator[Any]:
+    """The ``[[replica]]`` series (replicas/replicator.py ``gauges``); none without replicas."""
+    if not replicas:
+        return
+    up = GaugeMetricFamily(
+        "filetwin_replica_up", "1 while the replica answers, 0 while it is failing",
+        labels=["replica"],
+    )  # fmt: skip
+    lag = GaugeMetricFamily(
+        "filetwin_replica_lag_seconds",
+        "Age of the oldest change (version or journal record) the replica lacks (0: caught up)",
+        labels=["replica"],
+    )
+    age = GaugeMetricFamily(
+        "filetwin_replica_newest_version_age_seconds",
+        "Age of the newest version the replica holds (absent: it holds none)",
+        labels=["replica"],
+    )
+    seq = GaugeMetricFamily(
+        "filetwin_replica_journal_seq",
+        "on-write: the newest journal record shipped to the replica, by entry",
+        labels=["replica", "path"],
+    )
+    for r in replicas:
+        up.add_metric([r["name"]], 1 if r["up"] else 0)
+        lag.add_metric([r["name"]], r["lag_s"])
+        if r["newest_version_age_s"] is not None:
+            age.add_metric([r["name"]], r["newest_version_age_s"])
+        for path, n in sorted(r["journal_seq"].items()):
+            seq.add_metric([r["name"], path], n)
+    yield from (up, lag, age, seq)
 
 
 def _last_record_time(root: Path, path: str) -> float | None:
@@ -250,6 +284,8 @@ class Metrics:
         self.pending = pending
         self.clock = clock
         self.repo_size = _RepositorySize(repository)
+        #: the replicas' figures (replicas/replicator.py ``gauges``; set by the engine)
+        self.replicas: Callable[[], list[dict[str, Any]]] = list
         # No *_created series: they double every counter for nothing a daemon's
         # counters need (they start with the process; its start time is known).
         disable_created_metrics()

@@ -36,7 +36,7 @@ from ..backends.base import Backend
 from ..errors import ObjectNotFound
 from ..repo.chunkstore import LOOSE
 from ..repo.packs import INDEX, PACKS
-from ..repo.repository import MANIFESTS
+from ..repo.repository import MANIFESTS, Manifest
 from .layout import JOURNALS
 
 META = ("config", "keys/")
@@ -195,6 +195,35 @@ class Mirror:
                 known.discard(name)
                 out.deleted.append(name)
         return out
+
+    def sync_entry(
+        self, key: str, load: Callable[[str], Manifest], where: Callable[[str], str]
+    ) -> list[str] | None:
+        """The event-driven step: copy the manifests of entry ``key`` the replica lacks,
+        each after the packs (or loose chunks) its chunks are in (``where``: chunk id
+        -> object name), listing only that entry's manifests. Returns what it put;
+        None when only a full pass will do (the replica not listed yet, or without
+        ``config``). Index objects, keys and deletions are left to the full pass
+        (packs name their own chunks, so the replica stays a valid repository)."""
+        known = self.known
+        if known is None or "config" not in known:
+            return None
+        out = PassResult()
+        for name in sorted(self.src.list(f"{MANIFESTS}{key}/")):
+            if name in known:
+                continue
+            try:
+                blob = self.src.get(name)
+                manifest = load(name)
+            except ObjectNotFound:
+                continue  # retention removed it since listed
+            for obj in sorted({where(cid) for cid in manifest.chunks} - known):
+                data = self.src.get(obj)
+                if obj.startswith(PACKS) and blake3.blake3(data).hexdigest() != obj.rsplit("/")[-1]:
+                    return None  # damaged in the primary: never copied as good here
+                self._put(obj, data, out)
+            self._put(name, blob, out)
+        return out.copied
 
     def newest_by_key(self) -> dict[str, tuple[float, str]]:
         """Entry key -> (time, id) of the newest version the replica holds."""

@@ -110,7 +110,12 @@ class Replica:
         self.error: str | None = None
         self.behind = False
         self._next_full = 0.0
+        #: entries with versions committed since the last pass (an ordered set)
+        self._entries: dict[str, None] = {}
+        #: wakes the shipping loop (records) and the pass loop (versions)
         self._wake = asyncio.Event()
+        self._pass_wake = asyncio.Event()
+        self._failing = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -127,14 +132,15 @@ class Replica:
         self._wake.set()
 
     def committed(self, path: str) -> None:
+        """A version of ``path`` was committed: copy it (and what it needs) now."""
         self.dirty.setdefault(path, self.clock())
-        self._repo_dirty = True
-        self._wake.set()
+        self._entries[path] = None
+        self._pass_wake.set()
 
     def changed(self) -> None:
         """Something other than a version changed the repository (retention, gc)."""
         self._repo_dirty = True
-        self._wake.set()
+        self._pass_wake.set()
 
     # life cycle ------------------------------------------------------------
     def start(self) -> None:
@@ -143,6 +149,7 @@ class Replica:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._pass_wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -207,6 +214,9 @@ class Replica:
 
     # the work loop -----------------------------------------------------------
     async def _work(self) -> None:
+        """Journal shipping and mirror passes as two loops, so that a slow pass (a
+        large pack going up) never holds back a journal record; a failure in
+        either stops both (after their current step) and is raised."""
         assert self.shipper is not None
         key_of = self.primary.entry_key
         # Positions from the replica (at start and after every failure).
@@ -214,28 +224,102 @@ class Replica:
             self.shipped[path] = self.shipper.shipped(key_of(path))
             if self.acked.get(path, 0) > self.shipped[path]:
                 self.pending_since.setdefault(path, self.clock())
-        while not self._stopping:
-            self._wake.clear()
-            now = self.clock()
-            due = [
-                p
-                for p, since in self.pending_since.items()
-                if now - since >= self.window_s and self.acked.get(p, 0) > self.shipped.get(p, 0)
-            ]
-            for path in due:
-                await self._ship(path)
-            if self._repo_dirty or now >= self._next_full:
-                await self._pass(full=now >= self._next_full)
-            if self.error is not None:
-                self.error = None
-                self._lag_events(force_caught_up=True)
-            self._lag_events()
-            waits = [since + self.window_s - self.clock() for since in self.pending_since.values()]
-            timeout = max(0.0, min([1.0, self._next_full - self.clock(), *waits]))
-            if self._repo_dirty:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+        self._failing = False
+        results = await asyncio.gather(self._ship_loop(), self._pass_loop(), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    def _go_on(self) -> bool:
+        return not self._stopping and not self._failing
+
+    async def _ship_loop(self) -> None:
+        try:
+            while self._go_on():
+                self._wake.clear()
+                now = self.clock()
+                due = [
+                    p
+                    for p, since in self.pending_since.items()
+                    if now - since >= self.window_s
+                    and self.acked.get(p, 0) > self.shipped.get(p, 0)
+                ]
+                for path in due:
+                    await self._ship(path)
+                self._settled()
+                waits = [
+                    since + self.window_s - self.clock() for since in self.pending_since.values()
+                ]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, min([1.0, *waits])))
+        except BaseException:
+            self._fail_both()
+            raise
+
+    async def _pass_loop(self) -> None:
+        try:
+            while self._go_on():
+                self._pass_wake.clear()
+                now = self.clock()
+                if self._repo_dirty or now >= self._next_full:
+                    await self._pass(full=now >= self._next_full)
+                elif self._entries:
+                    await self._entry_pass()
+                self._settled()
+                if self._repo_dirty or self._entries:
+                    continue
+                timeout = max(0.0, min(1.0, self._next_full - self.clock()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._pass_wake.wait(), timeout)
+        except BaseException:
+            self._fail_both()
+            raise
+
+    def _fail_both(self) -> None:
+        self._failing = True
+        self._wake.set()
+        self._pass_wake.set()
+
+    def _settled(self) -> None:
+        """After a step of either loop: a replica that had failed is back; lag events."""
+        if self.error is not None:
+            self.error = None
+            self._lag_events(force_caught_up=True)
+        self._lag_events()
+
+    async def _entry_pass(self) -> None:
+        """Copy the versions of the entries committed since the last pass (the
+        event-driven path; mirror.sync_entry), falling back to a full pass."""
+        assert self.mirror is not None
+        entries, self._entries = self._entries, {}
+        before = dict(self.dirty)
+        done = await asyncio.to_thread(self._entry_thread, list(entries))
+        if done is None:
+            self._repo_dirty = True  # a full pass does it
+            return
+        for path, since in before.items():
+            if path in entries and self.dirty.get(path) == since:
+                del self.dirty[path]
+        for key, newest in done.items():
+            if key not in self.newest or self.newest[key][0] < newest[0]:
+                self.newest[key] = newest
+
+    def _entry_thread(self, paths: list[str]) -> dict[str, tuple[float, str]] | None:
+        """(thread) sync_entry for each path; the newest version put per entry key,
+        or None if a full pass is needed."""
+        assert self.mirror is not None
+        repo = self.primary
+        newest: dict[str, tuple[float, str]] = {}
+        for path in paths:
+            key = repo.entry_key(path)
+            put = self.mirror.sync_entry(key, repo.load_manifest, repo.chunks.where)
+            if put is None:
+                return None
+            for name in put:
+                parts = manifest_parts(name)
+                if parts is not None and (key not in newest or newest[key][0] < parts[1]):
+                    newest[key] = (parts[1], parts[2])
+        return newest
 
     async def _ship(self, path: str) -> None:
         assert self.shipper is not None
@@ -260,6 +344,7 @@ class Replica:
     async def _pass(self, full: bool) -> None:
         assert self.mirror is not None and self.shipper is not None
         self._repo_dirty = False
+        self._entries = {}  # a full pass copies every version
         before = dict(self.dirty)
         paths = self.paths()
         result, repaired, lost = await asyncio.to_thread(self._pass_thread, full, paths)
@@ -439,6 +524,24 @@ class Replicator:
         if not self.replicas:
             return None
         return min(r.hold_seq(path) for r in self.replicas)
+
+    def gauges(self) -> list[dict[str, Any]]:
+        """Per replica, for the metrics (read from the scrape's thread: snapshots):
+        ``name``, ``up``, ``lag_s``, ``newest_version_age_s`` (None: holds no
+        version) and ``journal_seq`` (path -> newest record shipped)."""
+        out = []
+        for r in self.replicas:
+            times = [t for t, _vid in list(r.newest.values())]
+            out.append(
+                {
+                    "name": r.name,
+                    "up": r.connected and r.error is None,
+                    "lag_s": r.lag(),
+                    "newest_version_age_s": max(0.0, r.clock() - max(times)) if times else None,
+                    "journal_seq": {p: n for p, n in list(r.shipped.items()) if n or p in r.acked},
+                }
+            )
+        return out
 
     def summary(self) -> list[dict[str, Any]]:
         """Per replica: name, location, whether it answers, its problem, its lag."""
