@@ -105,6 +105,21 @@ def _fields(r: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def replicas_line(replicas: Sequence[Mapping[str, Any]]) -> str:
+    """One line of an entry's replicas (docs/replicas.md): each one's name, whether
+    it trails (the age of the oldest change it lacks), the newest version and
+    journal record it holds."""
+    parts = []
+    for rep in replicas:
+        lag = rep["lag_s"]
+        state = "caught up" if not lag else f"{lag:.1f} s behind"
+        held = [f"version {rep['version'][:8]}" if rep["version"] else "no version"]
+        if rep["journal_seq"]:
+            held.append(f"record {rep['journal_seq']}")
+        parts.append(f"{rep['name']} {state} ({', '.join(held)})")
+    return "; ".join(parts)
+
+
 def _tsv_cell(text: str) -> str:
     # A tab or newline in a file name must not split a row or a column.
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
@@ -132,6 +147,8 @@ def _print_rows(rows: Sequence[Mapping[str, Any]], fmt: str) -> None:
         out.print(line, markup=False)
         if r["last_error"]:
             out.print(f"    last error: {r['last_error']}", markup=False)
+        if r.get("replicas"):
+            out.print(f"    replicas: {replicas_line(r['replicas'])}", markup=False)
 
 
 @click.command()

@@ -76,3 +76,31 @@ def test_status_listing_and_cli_json_show_replicas(
     assert rows[0]["replicas"] == [
         {"name": "r1", "version": rows[0]["last_version"], "journal_seq": 0, "lag_s": 0.0}
     ]
+
+
+def test_table_status_and_metrics_show_each_replica(
+    replica_daemon: Callable[..., Daemon], tmp_path: Path, files: Path
+) -> None:
+    from tests.daemon.test_metrics import samples
+
+    d = replica_daemon(replica_toml(str(tmp_path / "replica")))
+    db = files / "db.bin"
+    db.write_bytes(b"\0" * 4096)
+    d.client.add(db, backup="on-write")
+    seq = 0
+    for i in range(3):
+        seq = d.client.notify_write(db, i, b"z")
+    row = wait_until(
+        lambda: (r := _replica_row(d, db))["journal_seq"] == seq and r["lag_s"] == 0 and r,
+        what="records shipped",
+    )
+    table = d.cli("status", "--format", "table")
+    assert table.returncode == 0, table.stderr
+    line = f"replicas: r1 caught up (version {row['version'][:8]}, record {seq})"
+    assert line in table.stdout, table.stdout
+    got = samples(d)
+    assert got[("filetwin_replica_up", (("replica", "r1"),))] == 1
+    assert got[("filetwin_replica_lag_seconds", (("replica", "r1"),))] == 0
+    assert got[("filetwin_replica_journal_seq", (("path", str(db)), ("replica", "r1")))] == seq
+    age = got[("filetwin_replica_newest_version_age_seconds", (("replica", "r1"),))]
+    assert 0 <= age < 60
