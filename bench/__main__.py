@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import dataset, fuse, journal, own, report
-from .tools import PEERS, Filetwin, Tool, available
+from .tools import PEERS, Filetwin, Rsync, Tool, available
 
 HERE = Path(__file__).parent
 SECTIONS = ("peers", "own", "journal", "fuse")
@@ -100,6 +100,9 @@ def run_tool(tool: Tool, ds: dataset.Dataset, scratch: Path, run: int) -> dict[s
         dest = scratch / f"restore-{tool.name}"
         row["restore_all_s"] = timed(tool.restore_all, dest)
         shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(tool, Rsync):
+            row["restore_all_nofsync_s"] = timed(tool.restore_all_nofsync, dest)
+            shutil.rmtree(dest, ignore_errors=True)
         old = ds.small[len(ds.small) // 2]
         row["restore_old_s"] = timed(tool.restore_old, old, dest)
         shutil.rmtree(dest, ignore_errors=True)
@@ -118,6 +121,12 @@ def versus_peers(args: argparse.Namespace, base: Path) -> dict[str, list[dict[st
     names = [*own_tools, *[n for n in PEERS if available(n.split("-")[0])]]
     if args.skip_peers:
         names = own_tools
+    if args.tools:
+        wanted = args.tools.split(",")
+        unknown = sorted(set(wanted) - {"filetwin", "filetwin-enc", *PEERS})
+        if unknown:
+            raise SystemExit(f"--tools: unknown tool(s) {', '.join(unknown)}")
+        names = [n for n in names if n in wanted]
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for run in range(args.runs):
         order = names[run % len(names) :] + names[: run % len(names)]
@@ -176,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="dataset size factor (1.0 = 256 MiB)")
     p.add_argument("--large-bytes", type=int, default=None, help="size of the large file")
     p.add_argument("--skip-peers", action="store_true")
+    p.add_argument(
+        "--tools",
+        default="",
+        help="comma-separated subset of filetwin,filetwin-enc,restic,borg,borg-enc,rsync",
+    )
     p.add_argument(
         "--no-encrypted",
         action="store_true",

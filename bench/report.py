@@ -97,21 +97,28 @@ def run_targets(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     runs = min((len(r) for r in results.values()), default=0)
     if not runs:
         return {}
-    specs: list[tuple[str, str, str, tuple[str, ...], float]] = [
+    specs: list[tuple[str, str, str, tuple[str, ...], float, str]] = [
         ("first_backup_filetwin", "first_backup_s", "filetwin", ("restic", "borg"),
-         FIRST_BACKUP_MAX),
+         FIRST_BACKUP_MAX, "first_backup_s"),
         ("first_backup_filetwin-enc", "first_backup_s", "filetwin-enc", ("restic", "borg-enc"),
-         FIRST_BACKUP_MAX),
-        ("restore_all_filetwin", "restore_all_s", "filetwin", ("rsync",), RESTORE_MAX),
-        ("restore_all_filetwin-enc", "restore_all_s", "filetwin-enc", ("rsync",), RESTORE_MAX),
+         FIRST_BACKUP_MAX, "first_backup_s"),
+        ("restore_all_filetwin", "restore_all_s", "filetwin", ("rsync",), RESTORE_MAX,
+         "restore_all_s"),
+        ("restore_all_filetwin-enc", "restore_all_s", "filetwin-enc", ("rsync",), RESTORE_MAX,
+         "restore_all_s"),
+        ("restore_all_filetwin_nofsync", "restore_all_s", "filetwin", ("rsync",), RESTORE_MAX,
+         "restore_all_nofsync_s"),
+        ("restore_all_filetwin-enc_nofsync", "restore_all_s", "filetwin-enc", ("rsync",),
+         RESTORE_MAX, "restore_all_nofsync_s"),
     ]  # fmt: skip
     out: dict[str, Any] = {}
-    for name, key, own, against, limit in specs:
-        present = [t for t in against if t in results]
+    for name, key, own, against, limit, peer_key in specs:
+        present = [t for t in against if t in results and peer_key in results[t][0]]
         if own not in results or not present:
             continue
         ratios = [
-            results[own][i][key] / min(results[t][i][key] for t in present) for i in range(runs)
+            results[own][i][key] / min(results[t][i][peer_key] for t in present)
+            for i in range(runs)
         ]
         out[name] = {**_cell(ratios), "against": present, "limit": limit}
     if "filetwin" in results and "filetwin-enc" in results:
@@ -234,8 +241,12 @@ def peer_lines(peers: dict[str, Any]) -> list[str]:
     labels = {
         "first_backup_filetwin": "first backup, filetwin ÷ the faster of {against}",
         "first_backup_filetwin-enc": "first backup, filetwin-enc ÷ the faster of {against}",
-        "restore_all_filetwin": "restore of everything, filetwin ÷ {against}",
-        "restore_all_filetwin-enc": "restore of everything, filetwin-enc ÷ {against}",
+        "restore_all_filetwin": "restore of everything, filetwin ÷ {against} `--fsync`",
+        "restore_all_filetwin-enc": "restore of everything, filetwin-enc ÷ {against} `--fsync`",
+        "restore_all_filetwin_nofsync": "restore of everything, filetwin ÷ {against} "
+        "without `--fsync` (filetwin fsyncs every file it restores)",
+        "restore_all_filetwin-enc_nofsync": "restore of everything, filetwin-enc ÷ {against} "
+        "without `--fsync`",
         "encryption_first_backup_s": "encryption's cost on the first backup, "
         "filetwin-enc ÷ filetwin",
         "encryption_first_backup_files_s": "the same, the ~200 files alone",
@@ -252,7 +263,12 @@ def peer_lines(peers: dict[str, Any]) -> list[str]:
             continue
         text = label.format(against=" and ".join(t["against"]))
         verdict = _hit(t["median"] <= t["limit"])
-        if name in ("encryption_first_backup_files_s", "encryption_first_backup_large_s"):
+        if name in (
+            "encryption_first_backup_files_s",
+            "encryption_first_backup_large_s",
+            "restore_all_filetwin_nofsync",
+            "restore_all_filetwin-enc_nofsync",
+        ):
             verdict = "for information"
         lines.append(
             f"- {text}: {t['median']:.2f}× ({t['min']:.2f}–{t['max']:.2f}); target ≤ "

@@ -202,6 +202,12 @@ class Rsync(Tool):
         self.first_backup(changed)
 
     def restore_all(self, dest: Path) -> None:
+        """With ``--fsync``: a restore as durable as filetwin's (which fsyncs
+        every file it restores); restic and borg do not fsync a restore."""
+        self.run("rsync", "-a", *self.fsync, f"{self.repo / f's{self.n}'}/", str(dest))
+
+    def restore_all_nofsync(self, dest: Path) -> None:
+        """The plain copy: what ``rsync -a`` costs when nothing waits for the disk."""
         self.run("rsync", "-a", f"{self.repo / f's{self.n}'}/", str(dest))
 
     def restore_old(self, path: Path, dest: Path) -> None:
