@@ -9,7 +9,6 @@ a disaster must not need the daemon.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -39,7 +38,6 @@ from .cli_offline import entry_candidates, open_existing, repository_location
 from .cli_progress import (
     bytes_being_written,
     bytes_progress,
-    count_progress,
     file_sizes,
     run_polling,
     wanted,
@@ -582,103 +580,6 @@ def _offline_event(config: Config, path: str, ok: bool, message: str) -> None:
         table.close()
 
 
-@main.command()
-@state_dir_option
-@click.option("--read-data", is_flag=True, help="Also read every chunk and check its hash.")
-@json_option
-@handle_errors
-def check(read_data: bool, as_json: bool) -> None:
-    """Verify the repository: every version's chunks exist (and, with --read-data,
-    decompress to their hash). Exit 1 if anything is wrong. Needs no daemon."""
-    from .cli_repo import recorded_versions
-    from .repo.check import check_repository
-
-    repo, _ = _offline_repo()
-    config = ctx_obj().config()
-    expected = recorded_versions(config, repository_location(config))
-    if read_data and wanted(as_json):
-        with count_progress() as progress:
-            task = progress.add_task("checking objects", total=None)
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            problems = check_repository(
-                repo, read_data=True, progress=advance, expected=expected
-            )
-    else:
-        problems = check_repository(repo, read_data=read_data, expected=expected)
-    if as_json:
-        emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
-    else:
-        for p in problems:
-            err.print(f"{p.kind}: {p.message}", markup=False)
-        if not problems:
-            out.print(
-                f"repository {repo.backend.location} is healthy"
-                + (" (all data read)" if read_data else ""),
-                markup=False,
-            )
-    if problems:
-        if not as_json:
-            err.print(f"filetwin: {len(problems)} problem(s) found", markup=False)
-        sys.exit(1)
-
-
-@main.command()
-@state_dir_option
-@timeout_option
-@click.argument("path", required=False, type=click.Path())
-@click.option("--follow", "-f", is_flag=True, help="Keep printing events as they happen.")
-@click.option("--limit", "-n", type=click.IntRange(1), default=None, help="Only the last N.")
-@json_option
-@handle_errors
-def events(path: str | None, follow: bool, limit: int | None, as_json: bool) -> None:
-    """The event log: backups, retries, timeouts, missing files, restores."""
-    client = ctx_obj().client(SHORT_WAIT)
-
-    def show(e: Mapping[str, Any]) -> None:
-        if as_json and follow:
-            click.echo(json.dumps(e))
-        elif not as_json:
-            mark = "ok " if e["ok"] else "ERR"
-            out.print(f"{e['time']} {mark} {e['kind']:<14} {e['message']}", markup=False)
-
-    if follow:
-        try:
-            for event in client.follow_events(path, limit=limit or 10):
-                show(event)
-        except KeyboardInterrupt:
-            return
-        return
-    items: Sequence[Mapping[str, Any]]
-    try:
-        items = client.events(path, limit=limit)
-    except DaemonUnavailable:
-        items = _events_offline(path, limit)
-    if as_json:
-        emit_json(items)
-    else:
-        for e in items:
-            show(e)
-
-
-def _events_offline(path: str | None, limit: int | None) -> list[dict[str, Any]]:
-    from .table import Table, as_json
-
-    config = ctx_obj().config()
-    if not config.table_path.exists():
-        return []
-    table = Table(config.table_path)
-    try:
-        return [
-            as_json(e)
-            for e in table.events(None if path is None else os.path.abspath(path), 0, limit)
-        ]
-    finally:
-        table.close()
-
-
 for _command in (recover, verify, mount, status, service):
     main.add_command(_command)
 
@@ -694,9 +595,10 @@ from .cli_extras import register  # noqa: E402 - diff, completion, man in their 
 
 register(main)
 
-from .cli_repo import init, key, migrate  # noqa: E402 - the repository's own commands
+from .cli_events import events  # noqa: E402 - in its own module
+from .cli_repo import check, init, key, migrate  # noqa: E402 - the repository's own commands
 
-for _command in (init, key, migrate):
+for _command in (init, key, migrate, check, events):
     main.add_command(_command)
 
 from .cli_replica import register as register_replica  # noqa: E402 - hosts, --from, --replica

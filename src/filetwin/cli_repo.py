@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .cli_common import ctx_obj, emit_json, err, handle_errors, json_option, out, state_dir_option
+from .cli_progress import count_progress, wanted
 from .config import ENCRYPTION_MODES
 from .errors import DaemonUnavailable, UsageError
 from .repo.crypto import PASSWORD_ENV, PASSWORD_FILE_ENV, passphrase_from_env
@@ -243,3 +244,47 @@ def recorded_versions(config: Any, location: str) -> dict[str, str]:
     finally:
         db.close()
     return {path: vid for path, vid in rows if vid}
+
+
+@click.command()
+@state_dir_option
+@click.option("--read-data", is_flag=True, help="Also read every chunk and check its hash.")
+@json_option
+@handle_errors
+def check(read_data: bool, as_json: bool) -> None:
+    """Verify the repository: every version's chunks exist (and, with --read-data,
+    decompress to their hash). Exit 1 if anything is wrong. Needs no daemon."""
+    from .cli import _offline_repo
+    from .cli_offline import repository_location
+    from .repo.check import check_repository
+
+    repo, _ = _offline_repo()
+    config = ctx_obj().config()
+    expected = recorded_versions(config, repository_location(config))
+    if read_data and wanted(as_json):
+        with count_progress() as progress:
+            task = progress.add_task("checking objects", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            problems = check_repository(
+                repo, read_data=True, progress=advance, expected=expected
+            )
+    else:
+        problems = check_repository(repo, read_data=read_data, expected=expected)
+    if as_json:
+        emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
+    else:
+        for p in problems:
+            err.print(f"{p.kind}: {p.message}", markup=False)
+        if not problems:
+            out.print(
+                f"repository {repo.backend.location} is healthy"
+                + (" (all data read)" if read_data else ""),
+                markup=False,
+            )
+    if problems:
+        if not as_json:
+            err.print(f"filetwin: {len(problems)} problem(s) found", markup=False)
+        sys.exit(1)

@@ -1,7 +1,8 @@
 """Pack files: many chunks in one object, and the index that finds them.
 
 The byte formats of packs and index objects (repo/chunkstore.py uses them for
-the repository). Every function takes the repository's ``Keys`` (repo/crypto.py); with ``Keys.none()``
+the repository). Every function takes the repository's ``Keys``
+(repo/crypto.py); with ``Keys.none()``
 nothing is sealed and ids are plain BLAKE3, with the same code path.
 
 Chunk blob (one chunk as stored inside a pack)
