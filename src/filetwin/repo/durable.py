@@ -1,6 +1,6 @@
 """Durable, atomic file replacement (the only way filetwin writes a file it must keep).
 
-Contract (DESIGN.md rule 5): write a temp file in the destination directory,
+Contract (docs/architecture.md, Durability): write a temp file in the destination dir,
 fsync it, rename it over the destination, fsync the directory.  Readers see
 the old content or the new content, never a mix.  A failed fsync is never
 retried: after a failed fsync the kernel may have dropped the dirty pages and
