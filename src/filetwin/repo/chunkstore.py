@@ -200,7 +200,8 @@ class ChunkStore:
     def _read_index(self, name: str) -> dict[str, Location]:
         cached = self._cache_path(name)
         if cached is not None:
-            with contextlib.suppress(OSError):
+            # A damaged or stale cached copy is not the object: read the object.
+            with contextlib.suppress(OSError, CorruptObject):
                 return self._open_index(name, cached.read_bytes())
         blob = self.backend.get(name)
         entries = self._open_index(name, blob)
