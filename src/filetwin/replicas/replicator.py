@@ -372,6 +372,10 @@ class Replica:
         mirror = self.mirror
         gone: list[str] = []
         journals: list[tuple[str, str, int, int]] = []
+        # Journal objects shipped from here on (the other loop) are never pruned by
+        # this pass: their entry's first version may postdate this pass's listing.
+        with self.shipper.lock:
+            prunable = {n for held in self.shipper.objects.values() for n in held}
         if full:
             gone = mirror.rescan() + mirror.verify_some(VERIFY_BYTES)
             journals = self.shipper.rescan() + self.shipper.verify_some(VERIFY_BYTES)
@@ -405,10 +409,10 @@ class Replica:
             else:
                 lost.append(name)
         if full and result.complete:
-            self._prune_journals(result, paths)
+            self._prune_journals(result, paths, prunable)
         return result, repaired, lost
 
-    def _prune_journals(self, result: PassResult, paths: list[str]) -> None:
+    def _prune_journals(self, result: PassResult, paths: list[str], prunable: set[str]) -> None:
         """(thread) Journal objects the replica no longer needs: all of an entry the
         primary has no versions of; below the oldest local segment otherwise."""
         assert self.shipper is not None
@@ -416,11 +420,11 @@ class Replica:
         local = {self.primary.entry_key(p): p for p in paths}
         for key in list(self.shipper.objects):
             if key not in with_versions:
-                self.shipper.prune(key, None)
+                self.shipper.prune(key, None, only=prunable)
             elif key in local:
                 first = first_local_seq(journal_dir(self.journals_root, local[key]))
                 if first is not None:
-                    self.shipper.prune(key, first)
+                    self.shipper.prune(key, first, only=prunable)
 
     # lag ---------------------------------------------------------------------
     def lag(self, path: str | None = None) -> float:

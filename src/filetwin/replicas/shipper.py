@@ -9,7 +9,11 @@ records (layout.py), split at gaps and past ``max_bytes`` of payload.
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..backends.base import Backend
 from ..errors import CorruptObject, ObjectNotFound
@@ -24,6 +28,8 @@ from .layout import (
     seal_journal,
 )
 
+T = TypeVar("T")
+
 #: payload bytes at most in one journal object
 MAX_OBJECT_BYTES = 8 << 20
 
@@ -34,8 +40,19 @@ def first_local_seq(jdir: Path) -> int | None:
     return int(segs[0].name[:20]) if segs else None
 
 
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def run(self: Shipper, *args: Any, **kwargs: Any) -> T:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class Shipper:
-    """Journal objects of one replica (see module doc). One thread at a time."""
+    """Journal objects of one replica (see module doc). Thread-safe: the replicator
+    ships from one thread while its safety pass rescans, verifies and prunes from
+    another; each call holds the lock for its whole step."""
 
     def __init__(self, dst: Backend, keys: Keys, max_bytes: int = MAX_OBJECT_BYTES) -> None:
         self.dst = dst
@@ -45,7 +62,9 @@ class Shipper:
         self.objects: dict[str, dict[str, tuple[int, int]]] = {}
         #: the last object verify_some read back
         self._cursor = ""
+        self.lock = threading.RLock()
 
+    @_locked
     def rescan(self) -> list[tuple[str, str, int, int]]:
         """Recompute every entry's position from a listing of the replica; return the
         objects it was known to hold and no longer does, as (name, key, first, last)."""
@@ -63,6 +82,7 @@ class Shipper:
         self.objects = objects
         return sorted(lost)
 
+    @_locked
     def verify_some(self, budget: int) -> list[tuple[str, str, int, int]]:
         """Read back journal objects (after the last one checked, wrapping around)
         until ``budget`` bytes were read; return those that do not open as the
@@ -92,6 +112,7 @@ class Shipper:
             self.objects.get(key, {}).pop(name, None)
         return damaged
 
+    @_locked
     def reship(self, key: str, jdir: Path, first: int, last: int) -> bool:
         """Put records ``first..last`` of entry ``key`` again (the replica lost or
         damaged their object) from the local journal; False if it no longer holds
@@ -111,6 +132,7 @@ class Shipper:
         ranges = self.objects.get(key)
         return max((last for _f, last in ranges.values()), default=0) if ranges else 0
 
+    @_locked
     def ship(self, key: str, jdir: Path, upto: int) -> int:
         """Put the records after the replica's position up to ``upto``; return the new
         position. Backend errors propagate (what was put before stays shipped)."""
@@ -138,13 +160,14 @@ class Shipper:
         self.dst.put(name, seal_journal(self.keys, name, encode_segment(records)))
         self.objects.setdefault(key, {})[name] = (records[0].seq, records[-1].seq)
 
-    def prune(self, key: str, below: int | None) -> list[str]:
+    @_locked
+    def prune(self, key: str, below: int | None, only: set[str] | None = None) -> list[str]:
         """Delete the objects of entry ``key`` whose records all lie before ``below``
-        (None: every object of the entry); return their names."""
+        (None: every object of the entry), among ``only`` if given; return their names."""
         doomed = [
             name
             for name, (_f, last) in sorted(self.objects.get(key, {}).items())
-            if below is None or last < below
+            if (below is None or last < below) and (only is None or name in only)
         ]
         for name in doomed:
             self.dst.delete(name)
