@@ -7,9 +7,11 @@ replica on a local path and to SeaweedFS on 127.0.0.1.
 time, and writes bench/results/replicas.json. Each save is a 4 KiB file
 rewritten and closed; its lag ends when a new manifest is listed on the
 replica. Each journaled write is ``Client.notify_write`` (its return is the
-acknowledgement); its lag ends when a journal object holding its seq is listed
-on the replica. Saves and writes are sequential (one in flight), so a lag
-includes the batching window (0.1 s) but no queueing behind other changes.
+acknowledgement); its lag ends when the journal object holding its seq exists
+on the replica (a HEAD of the name it must have, writes being sequential; a
+LIST of the entry's journal objects every 50th poll). Saves and writes are
+sequential (one in flight), so a lag includes the batching window (0.1 s) but
+no queueing behind other changes.
 Needs the test extra (the ``weed`` binary and the fixture modules).
 """
 
@@ -35,7 +37,12 @@ if str(ROOT) not in sys.path:
 
 from filetwin.backends import open_backend  # noqa: E402
 from filetwin.backends.base import Backend  # noqa: E402
-from filetwin.replicas.layout import host_location, parse_journal_object  # noqa: E402
+from filetwin.replicas.layout import (  # noqa: E402
+    host_location,
+    journal_object,
+    parse_journal_object,
+)
+from filetwin.repo.repository import entry_key  # noqa: E402
 from tests.helpers import Daemon  # noqa: E402
 from tests.s3server import S3Server, fresh_location  # noqa: E402
 
@@ -93,15 +100,24 @@ def measure(location: str, work: Path, saves: int, writes: int) -> dict[str, Any
         db = files / "db.bin"
         db.write_bytes(bytes(1 << 20))
         d.client.add(db, backup="on-write")
+        key = entry_key(str(db))
         write_lags = []
         for i in range(writes):
             seq = d.client.notify_write(db, (i * 4096) % (1 << 20), os.urandom(4096))
             t0 = time.monotonic()  # acknowledged
 
-            def shipped(seq: int = seq) -> bool:
-                for name in replica.list("journals/"):
+            def shipped(seq: int = seq, polls: list[int] = [0]) -> bool:  # noqa: B006
+                # Writes are sequential, so the record's object is exactly seq..seq
+                # (one HEAD); a full LIST (which grows with every object and loads
+                # the server it measures) only every 50th poll, in case it is not.
+                polls[0] += 1
+                if polls[0] % 50 and not replica.exists(journal_object(key, seq, seq)):
+                    return False
+                if replica.exists(journal_object(key, seq, seq)):
+                    return True
+                for name in replica.list(f"journals/{key}/"):
                     parsed = parse_journal_object(name)
-                    if parsed is not None and parsed[2] >= seq:
+                    if parsed is not None and parsed[1] <= seq <= parsed[2]:
                         return True
                 return False
 

@@ -165,6 +165,8 @@ class Mirror:
             except ObjectNotFound:
                 out.complete = False  # gc moved it: list again before any manifest
                 continue
+            if name.startswith(PACKS) and blake3.blake3(data).hexdigest() != name.rsplit("/")[-1]:
+                continue  # damaged in the primary: a bad copy would spoil the good one's place
             self._put(name, data, out)
             if progress is not None:
                 progress()
