@@ -271,7 +271,7 @@ def peer_lines(peers: dict[str, Any]) -> list[str]:
         ):
             verdict = "for information"
         lines.append(
-            f"- {text}: {t['median']:.2f}× ({t['min']:.2f}–{t['max']:.2f}); target ≤ "
+            f"- {text}: {t['median']:.3f}× ({t['min']:.2f}–{t['max']:.2f}); target ≤ "
             f"{t['limit']:.2f}×: {verdict}"
         )
     if targets:
@@ -451,6 +451,10 @@ def journal_lines(j: dict[str, Any], meta: dict[str, Any] | None) -> list[str]:
 
 
 def write_readme(path: Path, out: dict[str, Any]) -> None:
+    """Replace the generated part: from MARK to the next top-level (``## ``)
+    section, which other benchmarks' hand-written sections may follow."""
     text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK}\n"
-    head = text.split(MARK)[0]
-    path.write_text(head + MARK + "\n\n" + table(out))
+    head, _, rest = text.partition(MARK)
+    at = rest.find("\n## ")
+    tail = "\n" + rest[at + 1 :] if at >= 0 else ""
+    path.write_text(head + MARK + "\n\n" + table(out) + tail)
