@@ -454,7 +454,11 @@ def write_readme(path: Path, out: dict[str, Any]) -> None:
     """Replace the generated part: from MARK to the next top-level (``## ``)
     section, which other benchmarks' hand-written sections may follow."""
     text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK}\n"
-    head, _, rest = text.partition(MARK)
+    # The mark on a line of its own: prose may name it in backquotes.
+    head, found, rest = text.rpartition(f"\n{MARK}\n")
+    if not found:
+        head, rest = text.rstrip("\n"), ""
+    head += "\n"
     at = rest.find("\n## ")
     tail = "\n" + rest[at + 1 :] if at >= 0 else ""
     path.write_text(head + MARK + "\n\n" + table(out) + tail)
