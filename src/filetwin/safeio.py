@@ -186,7 +186,9 @@ def write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
     for raw in chunks:
         data = bytes(raw) if not isinstance(raw, bytes) else raw
         n = len(data)
-        if data.count(0) == n:  # all zeros: the commonest case of a sparse file
+        # A non-zero first or last byte settles it without counting (random data:
+        # the count of every 4 KiB block was a quarter of a restore's time).
+        if n and data[0] == 0 and data[-1] == 0 and data.count(0) == n:
             offset += n
             continue
         view = memoryview(data)
@@ -194,7 +196,7 @@ def write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
         pos = 0
         while pos < n:
             end = min(n, pos + HOLE_BLOCK - (offset + pos) % HOLE_BLOCK)
-            if data.count(0, pos, end) == end - pos:
+            if data[pos] == 0 and data[end - 1] == 0 and data.count(0, pos, end) == end - pos:
                 if run >= 0:
                     _pwrite_all(fd, view[run:pos], offset + run)
                     run = -1

@@ -40,12 +40,15 @@ def prepare(path: Path, repo: Path, stall: float = 0) -> dict[str, Any]:
 
 
 def gone(pid: int) -> bool:
-    """Dead: no such process, or a zombie its parent (the pool) has not reaped yet."""
+    """Dead: no such process, or a zombie its parent (the pool) has not reaped yet,
+    every thread gone (the leader is a zombie while its other threads still exit,
+    and until they have, the parent cannot see the death)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        threads = len(os.listdir(f"/proc/{pid}/task"))
     except FileNotFoundError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return stat.rsplit(")", 1)[1].split()[0] == "Z" and threads <= 1
 
 
 async def until_gone(pid: int) -> None:

@@ -42,6 +42,8 @@ class _Worker:
         finally:
             child.close()
         self.conn = Connection(parent.detach())
+        #: packs other workers put, to hand this one before its next job
+        self.news: list[dict[str, Any]] = []
         if setup is not None:
             # The first message: what every job needs (unlocked repository keys);
             # the worker answers nothing to it.
@@ -75,6 +77,8 @@ class WorkerPool:
         self.setup = setup
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._busy: set[_Worker] = set()
+        #: every live worker, idle or busy
+        self._all: set[_Worker] = set()
         self._closed = False
         #: told (job, answer) of every answer (the engine makes events of what a
         #: job read from a replica: replicas/fallback.py)
@@ -82,7 +86,9 @@ class WorkerPool:
 
     async def start(self) -> None:
         for _ in range(self.size):
-            self._idle.put_nowait(await asyncio.to_thread(_Worker, self.setup))
+            worker = await asyncio.to_thread(_Worker, self.setup)
+            self._all.add(worker)
+            self._idle.put_nowait(worker)
 
     async def run(
         self,
@@ -114,6 +120,12 @@ class WorkerPool:
                     on_progress(int(message["progress"]))
                 return  # the answer is still to come
             loop.remove_reader(worker.conn.fileno())
+            if isinstance(message, dict) and "news" in message:
+                # Packs this worker put: the others dedup against them too,
+                # without listing the repository before every job.
+                news = message.pop("news")
+                for other in self._all - {worker}:
+                    other.news.append(news)
             if not answer.done():
                 answer.set_result(message)
 
@@ -123,6 +135,9 @@ class WorkerPool:
                 # anywhere, so it simply goes to a fresh worker.
                 worker = await self._replace(worker)
             try:
+                if worker.news:
+                    worker.conn.send({"kind": "adopt", "news": _merged(worker.news)})
+                    worker.news = []
                 worker.conn.send(job)
             except OSError as e:
                 pid = worker.pid
@@ -163,8 +178,10 @@ class WorkerPool:
 
     async def _replace(self, worker: _Worker) -> _Worker:
         self._busy.discard(worker)
+        self._all.discard(worker)
         worker.kill()
         fresh = await asyncio.to_thread(_Worker, self.setup)
+        self._all.add(fresh)
         self._busy.add(fresh)
         return fresh
 
@@ -174,3 +191,12 @@ class WorkerPool:
             self._idle.get_nowait().kill()
         for worker in list(self._busy):
             worker.kill()
+
+
+def _merged(news: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several workers' news (location -> packs) as one message's."""
+    out: dict[str, list[Any]] = {}
+    for item in news:
+        for location, packs in item.items():
+            out.setdefault(location, []).extend(packs)
+    return out

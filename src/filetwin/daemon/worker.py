@@ -224,9 +224,19 @@ def worker_main(conn: Connection) -> None:
                 _keys[location] = load_key_file(doc.encode())
             _replicas.update(job.get("replicas", {}))
             continue
+        if job.get("kind") == "adopt":
+            # Packs the daemon's other workers put: dedup against them too.
+            for location, news in job["news"].items():
+                if location in _repos:
+                    _repos[location].chunks.adopt(news)
+            continue
         global _conn
         _conn = conn
-        conn.send(_with_repairs(job, run_job(job)))
+        answer = _with_repairs(job, run_job(job))
+        news = {loc: n for loc, repo in _repos.items() if (n := repo.chunks.take_news())}
+        if news:
+            answer["news"] = news  # the pool hands them to the other workers
+        conn.send(answer)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,9 @@ from filetwin.repo.packs import (
 )
 
 LOOSE = "chunks/"
+
+#: the packs are listed again at most this often by ``sync`` (seconds)
+LIST_PACKS_S = 10.0
 
 #: index objects are written once this many packs are unindexed
 INDEX_EVERY = 64
@@ -93,6 +97,12 @@ class ChunkStore:
         self._packs: dict[str, dict[str, Location]] = {}
         #: packs seen in the last listing, and those put since by this view
         self._present: set[str] = set()
+        #: packs checked to exist since the last sync (the store under way)
+        self._verified: set[str] = set()
+        #: when the packs were last listed (time.monotonic)
+        self._listed_at = 0.0
+        #: packs this process put since take_news
+        self._news: dict[str, dict[str, Location]] = {}
         #: index objects and packs found damaged at load: object name -> error
         self.damaged: dict[str, FiletwinError] = {}
         self._loose: bool | None = None
@@ -136,7 +146,8 @@ class ChunkStore:
                 continue
             self._take(name, entries)
         present = set(list_packs(self.backend))
-        for pid in sorted(present - self._covered - set(self._unindexed)):
+        self._listed_at = time.monotonic()
+        for pid in sorted(present - set(self._packs)):
             if pack_name(pid) in self.damaged:
                 continue
             try:
@@ -173,20 +184,46 @@ class ChunkStore:
 
     def sync(self) -> None:
         """Rebuild the view if the index objects changed since it was built (one
-        listing), else take in new packs (a listing of packs). gc replaces the
-        index objects whenever it deletes packs, and dedup against a pack gc
-        deleted would name a missing chunk. Index objects change
-        rarely (gc, and every ``index_every`` packs a process writes). Call
-        before storing; gc never runs concurrently with a store (the daemon's
-        gate), so the view is right for the store that follows."""
+        listing of index/): gc replaces them whenever it deletes packs, and
+        dedup against a pack gc deleted would name a missing chunk. The packs
+        themselves are listed again only every LIST_PACKS_S (a listing costs
+        milliseconds per thousand packs, on every save): packs other workers
+        of the daemon put arrive through ``adopt`` meanwhile. Call before
+        storing; gc never runs concurrently with a store (the daemon's gate),
+        so the view is right for the store that follows."""
         with self._lock:
+            self._verified = set()
             if not self._loaded:
                 return
             if set(self.backend.list(INDEX)) != self._index_objects:
                 self.load()
-            else:
-                # Packs other processes put since: dedup against them too.
+            elif time.monotonic() - self._listed_at > LIST_PACKS_S:
                 self._refresh()
+
+    def take_news(self) -> list[tuple[str, list[tuple[str, int, int, int]]]]:
+        """The packs this process put since the last call, as plain data for
+        ``adopt`` in another process (the daemon hands them to its other workers)."""
+        with self._lock:
+            news, self._news = self._news, {}
+        return [
+            (pid, [(cid, loc.offset, loc.length, loc.raw_length) for cid, loc in held.items()])
+            for pid, held in news.items()
+        ]
+
+    def adopt(self, news: list[tuple[str, list[tuple[str, int, int, int]]]]) -> None:
+        """Take in packs another process just put (``take_news`` there): dedup
+        against them without listing or reading them."""
+        with self._lock:
+            if not self._loaded:
+                return  # the first load lists them anyway
+            for pid, held in news:
+                if pid in self._packs:
+                    continue
+                entries = {c: Location(pid, o, n, r) for c, o, n, r in held}
+                self._packs[pid] = entries
+                self._present.add(pid)
+                for cid, loc in entries.items():
+                    _merge(self._index, cid, loc)
 
     def _take(self, name: str, entries: dict[str, Location]) -> None:
         self._index_objects.add(name)
@@ -250,14 +287,25 @@ class ChunkStore:
     # -- reading -------------------------------------------------------------
 
     def has(self, cid: str) -> bool:
-        """Whether chunk ``cid`` is stored (in a pack the view knows that existed at
-        the last listing, or loose). A chunk only an index names, in a pack that
-        is gone, is not: a store puts it again, so the new version is whole."""
+        """Whether chunk ``cid`` is stored: in a pack the view knows, which is checked
+        to exist once per store (``sync`` starts one), or loose. A chunk only an
+        index names, in a pack that is gone, is not: a store puts it again, so
+        the new version is whole."""
         with self._lock:
             self._ensure()
             loc = self._index.get(cid)
-            if loc is not None and loc.pack in self._present:
+            if loc is not None and loc.pack in self._verified:
                 return True
+            known = loc is not None and loc.pack in self._present
+        if loc is not None and known:
+            # Once per pack per store: a pack deleted behind our back since the
+            # last listing must not be deduplicated against.
+            if self.backend.exists(pack_name(loc.pack)):
+                with self._lock:
+                    self._verified.add(loc.pack)
+                return True
+            with self._lock:
+                self._present.discard(loc.pack)
         return self._has_loose() and self.backend.exists(chunk_name(cid))
 
     def _has_loose(self) -> bool:
@@ -350,7 +398,9 @@ class ChunkStore:
             self._ensure()
             for cid, loc in written.items():
                 self._present.add(loc.pack)
+                self._verified.add(loc.pack)
                 self._unindexed.setdefault(loc.pack, {})[cid] = loc
+                self._news.setdefault(loc.pack, {})[cid] = loc
                 self._packs.setdefault(loc.pack, {})[cid] = loc
                 _merge(self._index, cid, loc)
                 if self._index[cid].pack not in self._present:
