@@ -553,11 +553,16 @@ class Repository:
             except (ObjectNotFound, CorruptObject):
                 return None  # unknown: never taken for a newer base or restore
 
-        doomed = forget.doomed(self._names(path), rules, cause, tz)
-        newest = self.newest(path)
-        if newest is not None and newest.replaced_by:
-            # The newest state is the version the last restore put back: keep it.
-            doomed = [n for n in doomed if not _names_version(n, newest.replaced_by)]
+        names = self._names(path)
+        doomed = forget.doomed(names, rules, cause, tz)
+        if doomed:
+            try:
+                newest = self.load_manifest(names[-1])
+            except (ObjectNotFound, CorruptObject):
+                newest = None
+            if newest is not None and newest.replaced_by:
+                # The newest state is the version the last restore put back: keep it.
+                doomed = [n for n in doomed if not _names_version(n, newest.replaced_by)]
         for name in doomed:
             self.backend.delete(name)
         return len(doomed)
