@@ -29,6 +29,9 @@ import errno
 import fnmatch
 import logging
 import os
+import shutil
+import signal
+import subprocess
 import threading
 import time
 from typing import Any, cast
@@ -627,6 +630,18 @@ class Interceptor(mfusepy.Operations):
         return 0
 
 
+#: the signals that unmount an interceptor
+UNMOUNT_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def _unmount_on_signal(mountpoint: str) -> None:
+    """Wait for an unmount signal, then detach the mount lazily (see ``mount``)."""
+    got = signal.sigwait(UNMOUNT_SIGNALS)
+    log.info("%s: unmounting (%s)", mountpoint, signal.Signals(got).name)
+    tool = shutil.which("fusermount3") or "fusermount3"
+    subprocess.run([tool, "-u", "-z", mountpoint], capture_output=True, check=False)
+
+
 def mount(
     source: str,
     mountpoint: str,
@@ -649,6 +664,17 @@ def mount(
         log.warning("no daemon answers: I/O passes through, nothing is journaled")
     src = SourceDir.open(source)  # before the mount: in place, it is what gets covered
     root = os.path.realpath(mountpoint) if in_place else src.path
+    # SIGTERM/SIGINT/SIGHUP are taken by a thread of ours, not libfuse's handler:
+    # libfuse would stop serving at once, and a program in the middle of a read
+    # (the daemon backing up a file through the mount) would hang the unmount.
+    # We detach the mount instead (lazily): new lookups see the directory
+    # itself, open files go on being served, and the loop ends when the last
+    # one is closed. Blocked here, before any thread starts, so every thread
+    # (libfuse's too) inherits the mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, UNMOUNT_SIGNALS)
+    threading.Thread(
+        target=_unmount_on_signal, args=(os.path.realpath(mountpoint),), daemon=True
+    ).start()
     ops = Interceptor(src, client, faults, entry_root=root, in_place=in_place)
     ops.refresh()
     ops.start_refresher()
