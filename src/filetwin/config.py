@@ -38,7 +38,14 @@ ENCRYPTION_MODES = ("none", "repokey", "keyfile")
 SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("repository", str, "", "where versions are stored (default: STATE_DIR/repository)"),
     ("workers", int, 2, "worker processes doing the copies (1 to 64)"),
-    ("coalesce_ms", int, 20, "saves within this window while a job runs become one version"),
+    (
+        "coalesce_ms",
+        int,
+        20,
+        "saves that come while a file is being read are one burst: its next job "
+        "waits this long and takes the burst's last content (a save after the "
+        "version is committed starts its job at once)",
+    ),
     ("default_keep", int, 50, "versions kept per entry unless `add --keep` says otherwise"),
     ("default_retries", int, 3, "retries of a failed job unless `add --retries` says otherwise"),
     (

@@ -589,6 +589,8 @@ class Engine:
                     self.repo.release(manifest)
                     raise Abandon(None)
                 manifest = await asyncio.to_thread(self.repo.commit, manifest)
+                if sup is not None:
+                    sup.committed()
                 return Done(manifest, self.committed_fields(path, manifest))
 
             try:

@@ -64,6 +64,8 @@ class Supervisor:
         self.timing = timing
         self._dirty = asyncio.Event()
         self._burst = False
+        #: the generation when the running job's version was committed (committed())
+        self._committed_gen: int | None = None
         self._task: asyncio.Task[None] | None = None
         #: on-write entries turn bursts into journal records instead of versions
         self.on_write = on_write
@@ -94,6 +96,11 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 self._task.result()
             self._task = None
+
+    def committed(self) -> None:
+        """The running job's version is committed: saves seen from now on came
+        after what it read (they start the next job without the window)."""
+        self._committed_gen = self.generation
 
     def on_event(self, mask: int) -> None:
         if mask & MODIFIED:
@@ -155,6 +162,7 @@ class Supervisor:
             if self._burst:
                 await asyncio.sleep(self.timing.coalesce_s)
             self._dirty.clear()
+            start_gen, self._committed_gen = self.generation, None
             try:
                 closed, self._closed = self._closed, False
                 await self._run_job(closed)
@@ -164,4 +172,8 @@ class Supervisor:
                 raise
             except Exception:
                 log.exception("supervisor of %s", self.path)
-            self._burst = self._dirty.is_set()
+            # A burst is a save that came while the file was being read; one
+            # that came after its version was committed (while retention ran)
+            # is a new save and starts its job at once.
+            read_gen = self._committed_gen if self._committed_gen is not None else self.generation
+            self._burst = self._dirty.is_set() and read_gen != start_gen
