@@ -49,7 +49,7 @@ def mount(source: str, mountpoint: str | None, in_place: bool, faults: tuple[str
     root or with user_allow_other in /etc/fuse.conf.
     """
     from .capture import inplace
-    from .capture.interceptor import mount as run_mount
+    from .capture.serve import mount as run_mount
 
     for fault in faults:
         if not fault.startswith("close:"):

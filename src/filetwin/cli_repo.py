@@ -185,7 +185,7 @@ def migrate(as_json: bool) -> None:
     before = {m.id: m.hash for path in repo.entries() for m in repo.versions(path)}
     result = collect(repo)
     if info.version == 1:
-        fmt.write_info(repo.backend, fmt.RepoInfo(fmt.FORMAT_VERSION, _new_id(), "none"))
+        fmt.write_info(repo.backend, fmt.RepoInfo(fmt.FORMAT_VERSION, fmt.new_id(), "none"))
     after = {m.id: m.hash for path in repo.entries() for m in repo.versions(path)}
     if after != before:  # cannot happen: collect deletes no manifest
         err.print("filetwin: versions changed during migration", markup=False)
@@ -211,12 +211,6 @@ def migrate(as_json: bool) -> None:
             err.print(f"damaged, left in place: {name}", markup=False)
     if result.damaged:
         sys.exit(1)
-
-
-def _new_id() -> str:
-    import secrets
-
-    return secrets.token_hex(16)
 
 
 def recorded_versions(config: Any, location: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ import blake3
 
 from .errors import UnsafePath, UsageError
 from .repo import Manifest, Repository
-from .repo.moments import Moment, rebuild_into, resolve
+from .repo.moments import Moment, has_journal, rebuild_into, resolve
 from .safeio import (
     FileMeta,
     open_dir_nofollow,
@@ -107,7 +107,7 @@ def restore_version(
             # state with no echo version. Not for an entry with a journal: its
             # newest state is a version plus the journal since, which a
             # restored old version cannot stand for.
-            marks = not moment.replays and not _has_journal(jdir)
+            marks = not moment.replays and not has_journal(jdir)
             kept = keep_current_aside(
                 repo, path, base, at=(dfd, name), replaced_by=manifest.id if marks else ""
             )
@@ -142,16 +142,6 @@ def restore_version(
         "size": size,
         "kept_version": kept,
     }
-
-
-def _has_journal(jdir: Path | None) -> bool:
-    """Whether the entry has an on-write journal directory with anything in it."""
-    if jdir is None:
-        return False
-    try:
-        return any(jdir.iterdir())
-    except OSError:
-        return False
 
 
 def _destination(to: str) -> str:

@@ -586,7 +586,6 @@ class Engine:
                 if not explicit and manifest.unchanged and await self._echo_of_restore(path):
                     # The file holds what a restore in place just put back: that
                     # version is already its newest state (Manifest.replaced_by).
-                    self.repo.release(manifest)
                     raise Abandon(None)
                 manifest = await asyncio.to_thread(self.repo.commit, manifest)
                 if sup is not None:

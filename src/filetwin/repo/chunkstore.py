@@ -89,8 +89,6 @@ class ChunkStore:
         self._index: dict[str, Location] = {}
         #: index objects merged into _index
         self._index_objects: set[str] = set()
-        #: packs some loaded index object names
-        self._covered: set[str] = set()
         #: packs known but in no index object yet: their entries
         self._unindexed: dict[str, dict[str, Location]] = {}
         #: every pack the view knows -> all its entries (also chunks another pack wins)
@@ -118,7 +116,7 @@ class ChunkStore:
         pack no index object names. A damaged pack is remembered in ``damaged``
         (check reports it) instead of failing the load: its chunks are missing."""
         with self._lock:
-            self._index, self._index_objects, self._covered = {}, set(), set()
+            self._index, self._index_objects = {}, set()
             self._unindexed, self.damaged, self._packs = {}, {}, {}
             self._loose = None
             self._loaded = True
@@ -229,7 +227,6 @@ class ChunkStore:
         self._index_objects.add(name)
         for cid, loc in entries.items():
             _merge(self._index, cid, loc)
-            self._covered.add(loc.pack)
             self._packs.setdefault(loc.pack, {})[cid] = loc
         for pid in {loc.pack for loc in entries.values()}:
             self._unindexed.pop(pid, None)

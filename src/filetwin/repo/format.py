@@ -91,6 +91,11 @@ def read_info(backend: Backend) -> RepoInfo | None:
     return RepoInfo(version, rid, mode)
 
 
+def new_id() -> str:
+    """A fresh repository id (32 hex)."""
+    return secrets.token_hex(16)
+
+
 def write_info(backend: Backend, info: RepoInfo) -> None:
     """Put the ``config`` object (the repository exists at version 2 from then on)."""
     doc = {"version": info.version, "id": info.id, "encryption": info.encryption}
@@ -132,7 +137,7 @@ def create(
             f"{backend.location} already holds a repository "
             f"(version {existing.version}, encryption {existing.encryption})"
         )
-    info = RepoInfo(FORMAT_VERSION, secrets.token_hex(16), mode)
+    info = RepoInfo(FORMAT_VERSION, new_id(), mode)
     if mode == "repokey":
         if passphrase is None:
             raise UsageError("a repokey repository needs a passphrase")
