@@ -118,34 +118,28 @@ class PathBody(Body):
     path: PathText
 
 
-class AddBody(Body):
+class PolicyBody(Body, kw_only=True):
+    """The policy fields ``add`` and ``update`` take (absent: unchanged or default)."""
+
+    backup: BackupMode | None = None
+    recovery: RecoveryMode | None = None
+    retries: Retries | None = None
+    timeout: Timeout | None = None
+    keep: Keep | None = None
+    sync: SyncMode | None = None
+    keep_within: KeepWithin | None = None
+    keep_hourly: PeriodCount | None = None
+    keep_daily: PeriodCount | None = None
+    keep_weekly: PeriodCount | None = None
+    keep_monthly: PeriodCount | None = None
+
+
+class AddBody(PolicyBody):
     paths: list[PathText]
-    backup: BackupMode | None = None
-    recovery: RecoveryMode | None = None
-    retries: Retries | None = None
-    timeout: Timeout | None = None
-    keep: Keep | None = None
-    sync: SyncMode | None = None
-    keep_within: KeepWithin | None = None
-    keep_hourly: PeriodCount | None = None
-    keep_daily: PeriodCount | None = None
-    keep_weekly: PeriodCount | None = None
-    keep_monthly: PeriodCount | None = None
 
 
-class UpdateBody(Body):
+class UpdateBody(PolicyBody):
     path: PathText
-    backup: BackupMode | None = None
-    recovery: RecoveryMode | None = None
-    retries: Retries | None = None
-    timeout: Timeout | None = None
-    keep: Keep | None = None
-    sync: SyncMode | None = None
-    keep_within: KeepWithin | None = None
-    keep_hourly: PeriodCount | None = None
-    keep_daily: PeriodCount | None = None
-    keep_weekly: PeriodCount | None = None
-    keep_monthly: PeriodCount | None = None
 
 
 #: the policy fields of /add and /update (Policy.updated's names)
