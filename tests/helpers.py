@@ -153,3 +153,35 @@ def pack_of(repo: Any, cid: str) -> str:
 
     repo.save_index()
     return str(pack_name(repo.chunks.locations()[cid].pack))
+
+
+def on_terminal(state_dir: Path, *args: str, term: str, columns: int) -> tuple[int, str]:
+    """Run ``filetwin --state-dir STATE_DIR ARGS`` on a pseudo-terminal of
+    ``columns`` columns with TERM=``term``; its exit status and all it printed
+    (stdout and stderr), undecoded escapes and carriage returns included."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = term
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "filetwin", "--state-dir", str(state_dir), *args],
+        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    code = proc.wait(60)
+    os.close(leader)
+    return code, b"".join(chunks).decode(errors="replace")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import Daemon
+from tests.helpers import Daemon, on_terminal
 
 #: what rich's progress display prints (a bar's bytes, an object count, a spinner)
 BYTES = re.compile(r"\d+(\.\d+)?/\d+(\.\d+)? ?[kMG]?B")
@@ -18,31 +16,9 @@ BYTES = re.compile(r"\d+(\.\d+)?/\d+(\.\d+)? ?[kMG]?B")
 
 def in_terminal(state_dir: Path, *args: str) -> str:
     """Run the CLI on a pseudo-terminal (TERM=xterm: rich animates); return its output."""
-    import fcntl
-    import termios
-
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    env["TERM"] = "xterm"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "filetwin", "--state-dir", str(state_dir), *args],
-        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True,
-    )  # fmt: skip
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(60) == 0, b"".join(chunks).decode(errors="replace")
-    os.close(leader)
-    text = b"".join(chunks).decode(errors="replace").replace("\r", "\n")
-    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text)  # cursor moves, colours
+    code, text = on_terminal(state_dir, *args, term="xterm", columns=160)
+    assert code == 0, text
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", text.replace("\r", "\n"))  # cursor moves
 
 
 def test_add_reports_each_file_under_a_progress_bar(daemon: Daemon, files: Path) -> None:

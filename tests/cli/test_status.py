@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import pty
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, wait_until
+from tests.helpers import Daemon, on_terminal, wait_until
 
 BOX = set("│┃━─┏┓┗┛┡┩└┘┌┐╇╈")
 
@@ -120,31 +119,9 @@ def test_verify_of_a_missing_file_exits_1_with_a_summary(
 
 
 def in_terminal(daemon: Daemon, columns: int, *args: str) -> str:
-    """Run the CLI on a pseudo-terminal ``columns`` wide; return what it printed."""
-    import fcntl
-    import termios
-
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    env["TERM"] = "dumb"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "filetwin", "--state-dir", str(daemon.state_dir), *args],
-        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True,
-    )  # fmt: skip
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(60)
-    os.close(leader)
-    return b"".join(chunks).decode(errors="replace").replace("\r", "")
+    """The CLI's output on a pseudo-terminal ``columns`` wide (TERM=dumb: no animation)."""
+    _code, text = on_terminal(daemon.state_dir, *args, term="dumb", columns=columns)
+    return text.replace("\r", "")
 
 
 def _many(daemon: Daemon, files: Path, count: int) -> list[Path]:
