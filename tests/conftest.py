@@ -38,4 +38,5 @@ def files(tmp_path: Path) -> Path:
     return d
 
 
-from tests.s3server import s3_server  # noqa: E402, F401  (one SeaweedFS per session, tests/s3server.py)
+from tests.s3server import s3_env, s3_server  # noqa: E402, F401  (one SeaweedFS per session)
+

@@ -313,3 +313,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     (``server.running``; ``restart()`` brings it back on the same data).
     """
     yield from start_server(tmp_path_factory.mktemp("seaweedfs"))
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The session's S3 server, with the AWS_* environment pointing at it (as a
+    user's shell would) for this test."""
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    return s3_server

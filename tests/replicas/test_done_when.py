@@ -28,6 +28,7 @@ def _caught_up(d: Daemon, path: Path, seq: int = 0) -> bool:
     return bool(r["version"] == row["last_version"] and r["lag_s"] == 0 and r["journal_seq"] >= seq)
 
 
+@pytest.mark.usefixtures("s3_env")
 def test_every_file_and_moment_back_from_the_bucket_on_a_clean_state_directory(
     replica_daemon: Callable[..., Daemon],
     s3_server: S3Server,
@@ -35,8 +36,6 @@ def test_every_file_and_moment_back_from_the_bucket_on_a_clean_state_directory(
     tmp_path: Path,
     files: Path,
 ) -> None:
-    for k, v in s3_server.env().items():
-        monkeypatch.setenv(k, v)
     location = fresh_location(s3_server)
     d = replica_daemon(replica_toml(location, name="offsite"))
     # on-close: a document saved three times, and a second file.

@@ -24,6 +24,7 @@ def _kinds(d: Daemon) -> list[str]:
     return [e["kind"] for e in d.client.events()]
 
 
+@pytest.mark.usefixtures("s3_env")
 def test_server_down_mid_shipping_and_backup_then_back(
     replica_daemon: Callable[..., Daemon],
     s3_server: S3Server,
@@ -31,8 +32,6 @@ def test_server_down_mid_shipping_and_backup_then_back(
     tmp_path: Path,
     files: Path,
 ) -> None:
-    for k, v in s3_server.env().items():
-        monkeypatch.setenv(k, v)
     location = fresh_location(s3_server)
     d = replica_daemon(replica_toml(location, lag_alert_s=1.0))
     db = files / "db.bin"
@@ -80,14 +79,13 @@ def test_server_down_mid_shipping_and_backup_then_back(
     assert out.read_bytes() == bytes(expected)
 
 
+@pytest.mark.usefixtures("s3_env")
 def test_wrong_credentials_are_an_event_and_nothing_local_is_lost(
     replica_daemon: Callable[..., Daemon],
     s3_server: S3Server,
     monkeypatch: pytest.MonkeyPatch,
     files: Path,
 ) -> None:
-    for k, v in s3_server.env().items():
-        monkeypatch.setenv(k, v)
     location = fresh_location(s3_server)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
     d = replica_daemon(replica_toml(location))

@@ -12,13 +12,7 @@ from filetwin.repo.opening import open_repository
 from tests.s3server import S3Server, fresh_location
 
 
-@pytest.fixture
-def env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in s3_server.env().items():
-        monkeypatch.setenv(k, v)
-
-
-@pytest.mark.usefixtures("env")
+@pytest.mark.usefixtures("s3_env")
 def test_index_objects_are_cached_and_a_damaged_copy_is_not_trusted(
     s3_server: S3Server, tmp_path: Path
 ) -> None:
