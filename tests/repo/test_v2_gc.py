@@ -117,7 +117,11 @@ def test_a_pack_deleted_behind_our_back_is_not_deduplicated_against(
         assert b"".join(view.read_version(m)) == data
     assert b"".join(reopen(repo).read_version(first)) == data  # its chunks exist again
     # The index object still names the vanished pack, unless (unencrypted) the
-    # chunks stored again made the very same pack.
+    # chunks stored again made the very same pack: they are stored by several
+    # threads, so the pack's layout, and so its id, is the same only sometimes.
     problems = check_repository(reopen(repo), read_data=True)
     assert all(p.kind == "bad-index" for p in problems)
-    assert len(problems) == int(indexed and mode != "none")
+    if mode == "none":
+        assert len(problems) <= int(indexed)
+    else:
+        assert len(problems) == int(indexed)  # sealed with fresh nonces: never the same
