@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from filetwin.errors import CorruptObject, ObjectNotFound
 from filetwin.repo.chunks import chunk_name, decode_chunk
 from filetwin.repo.chunkstore import LOOSE
-from filetwin.repo.packs import list_packs, pack_name, read_index
+from filetwin.repo.packs import INDEX, list_packs, pack_name, read_index
 from filetwin.repo.repository import MANIFESTS, Manifest, Repository
 
 
@@ -21,6 +21,10 @@ class Problem:
     kind: str
     object: str  # backend object name of the damaged or missing object
     message: str  # for a person: names the object, and the versions it breaks
+
+
+#: how many times a check is run again when a gc changed the repository under it
+ATTEMPTS = 5
 
 
 def check_repository(
@@ -41,7 +45,45 @@ def check_repository(
     id of the newest version the state directory recorded: a missing one
     (deleted, or the entry rolled back) is a problem. ``progress(done,
     total)`` is called as work is done. Read-only: it never repairs anything.
+
+    A daemon may gc the repository while this runs (check takes no lock): gc
+    replaces index objects and deletes packs, so a pack read or listed a moment
+    ago can be gone, which would look like a missing chunk. Packs and index
+    objects are content-named and never modified, so gc shows only as a change
+    of the index objects or a pack gone; when the problems found coincide with
+    such a change, the check runs again (up to ATTEMPTS times). Problems found
+    while the repository stood still are what is reported.
     """
+    problems: list[Problem] = []
+    for _ in range(ATTEMPTS):
+        before = _gc_marks(repo)
+        problems = _check_once(repo, read_data, progress, expected)
+        if not problems or _gc_marks(repo).unchanged_since(before):
+            return problems
+    return problems
+
+
+@dataclass(frozen=True)
+class _GcMarks:
+    """What a gc changes: the index objects, and the packs (it only deletes)."""
+
+    index_objects: frozenset[str]
+    packs: frozenset[str]
+
+    def unchanged_since(self, before: _GcMarks) -> bool:
+        return self.index_objects == before.index_objects and before.packs <= self.packs
+
+
+def _gc_marks(repo: Repository) -> _GcMarks:
+    return _GcMarks(frozenset(repo.backend.list(INDEX)), frozenset(list_packs(repo.backend)))
+
+
+def _check_once(
+    repo: Repository,
+    read_data: bool,
+    progress: Callable[[int, int], None] | None,
+    expected: Mapping[str, str] | None,
+) -> list[Problem]:
     problems: list[Problem] = []
     manifest_names = sorted(repo.backend.list(MANIFESTS))
     users: dict[str, list[Manifest]] = {}  # chunk id -> manifests referencing it
