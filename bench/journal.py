@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import filetwin
-from filetwin.repo.repository import entry_key
+from filetwin.repo.manifest import entry_key
 
 from .tools import Filetwin, tree_bytes
 

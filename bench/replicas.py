@@ -42,7 +42,7 @@ from filetwin.replicas.layout import (  # noqa: E402
     journal_object,
     parse_journal_object,
 )
-from filetwin.repo.repository import entry_key  # noqa: E402
+from filetwin.repo.manifest import entry_key  # noqa: E402
 from tests.helpers import Daemon  # noqa: E402
 from tests.s3server import S3Server, fresh_location  # noqa: E402
 

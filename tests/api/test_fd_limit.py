@@ -20,7 +20,7 @@ from typing import Any
 
 from filetwin.backends import open_backend
 from filetwin.repo import Repository
-from filetwin.repo.repository import Manifest
+from filetwin.repo.manifest import Manifest
 from tests.api.rawhttp import assert_error, raw_request
 from tests.helpers import Daemon, wait_until
 

@@ -21,7 +21,7 @@ from filetwin.daemon.api import Api
 from filetwin.daemon.engine import Engine
 from filetwin.daemon.openapi import OPENAPI, render_endpoints, with_endpoints
 from filetwin.policy import BACKUP_MODES, RECOVERY_MODES, SYNC_MODES
-from filetwin.repo.repository import CAUSES
+from filetwin.repo.manifest import CAUSES
 from tests.api.rawhttp import raw_request
 from tests.helpers import Daemon
 

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 from ..config import Config
 from ..errors import FiletwinError, UnsafePath, UsageError
 from ..repo.journal import drop_segments_before
+from ..repo.manifest import Manifest, entry_key
 from ..repo.moments import JOURNAL_BASES
-from ..repo.repository import Manifest, Repository, entry_key
+from ..repo.repository import Repository
 from ..table import Table
 from .jobs import Done, Job, JobRunner
 from .journals import Journals

@@ -51,6 +51,11 @@ class Retention:
         alone when the entry has no row any more."""
         row = self.table.get(path)
         rules = (Table.policy_of(row) if row is not None else Policy(keep=keep)).rules()
+        if row is not None and row["versions"] is not None and row["versions"] <= rules.last:
+            # Every rule keeps the newest ``last`` versions whatever else it says,
+            # so there is nothing to remove: spare the listing (a request on S3).
+            # A count behind the repository only delays retention to a later save.
+            return
         removed = await asyncio.to_thread(self.repo.apply_retention, path, rules)
         if removed:
             # Names only: listing is cheap, loading every manifest is not.

@@ -83,15 +83,23 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         kind = job["kind"]
         repo = _repo(job["repository"])
         if kind == "prepare":
+            # Looked up once, for both: the daemon's per-entry lock keeps other
+            # versions of this path from being committed meanwhile.
+            previous = repo.latest(job["path"])
             manifest = repo.prepare_file(
                 job["path"],
                 job["cause"],
                 journal_seq=int(job.get("journal_seq") or 0),
                 progress=_reporter(),
+                previous=previous,
             )
             # The daemon commits the manifest and guards gc; this process forgets it.
             repo.release(manifest)
-            return {"ok": True, "manifest": manifest.to_json(), "suspect": _suspect(repo, manifest)}
+            return {
+                "ok": True,
+                "manifest": manifest.to_json(),
+                "suspect": _suspect(previous, manifest),
+            }
         if kind == "checkpoint":
             manifest = _checkpoint(repo, job)
             repo.release(manifest)
@@ -158,10 +166,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": f"internal error: {e!r}", "type": "FiletwinError"}
 
 
-def _suspect(repo: Repository, manifest: Manifest) -> bool:
-    """New content under the size and mtime of the previous version: no program
-    saving a file leaves its mtime as it was, so this is corruption, not an edit."""
-    prev = repo.latest(manifest.path)
+def _suspect(prev: Manifest | None, manifest: Manifest) -> bool:
+    """New content under the size and mtime of the previous version (``prev``, the
+    file's newest state before it): no program saving a file leaves its mtime
+    as it was, so this is corruption, not an edit."""
     return (
         prev is not None
         # A checkpoint holds the journal's state under the live file's mtime, not

@@ -21,9 +21,10 @@ from ..errors import CorruptObject, ObjectNotFound
 from ..repo.check import Problem
 from ..repo.chunkstore import LOOSE
 from ..repo.journal import iter_records
+from ..repo.manifest import MANIFESTS
 from ..repo.moments import journal_dir
 from ..repo.packs import INDEX, PACKS
-from ..repo.repository import MANIFESTS, Repository
+from ..repo.repository import Repository
 from .layout import JOURNALS, open_journal, parse_journal_object
 from .mirror import META
 

@@ -35,8 +35,8 @@ import blake3
 from ..backends.base import Backend
 from ..errors import ObjectNotFound
 from ..repo.chunkstore import LOOSE
+from ..repo.manifest import MANIFESTS, Manifest
 from ..repo.packs import INDEX, PACKS
-from ..repo.repository import MANIFESTS, Manifest
 from .layout import JOURNALS
 
 META = ("config", "keys/")

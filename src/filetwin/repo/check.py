@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from filetwin.errors import CorruptObject, ObjectNotFound
 from filetwin.repo.chunks import chunk_name, decode_chunk
 from filetwin.repo.chunkstore import LOOSE
+from filetwin.repo.manifest import MANIFESTS, Manifest
 from filetwin.repo.packs import INDEX, list_packs, pack_name, read_index
-from filetwin.repo.repository import MANIFESTS, Manifest, Repository
+from filetwin.repo.repository import Repository
 
 
 @dataclass(frozen=True)

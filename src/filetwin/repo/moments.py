@@ -17,7 +17,8 @@ from pathlib import Path
 from ..errors import NotFound, RestoreError, UsageError
 from ..timefmt import iso, parse_time
 from .journal import Record, iter_records, list_segments, replay_into_file
-from .repository import Manifest, Repository, entry_key
+from .manifest import Manifest, entry_key
+from .repository import Repository
 
 #: versions that hold the state of the journal at their ``journal_seq``
 #: (a ``restore`` version holds replaced content, outside the journal's order)
