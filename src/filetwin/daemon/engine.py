@@ -34,6 +34,7 @@ from ..repo import Manifest
 from ..repo.crypto import export_keys, passphrase_from_env
 from ..repo.opening import open_repository
 from ..table import Table, as_json
+from .batcher import PrepareBatcher
 from .closes import FailedCloses
 from .entrypaths import validate_new_paths
 from .events import EventLog
@@ -102,6 +103,7 @@ class Engine:
             self.emit,
             config.retry_backoff_s,
             stopping=lambda: self._stopping,
+            batcher=PrepareBatcher(self.pool, config.timeout_rate),
         )
         #: one lock per entry, held by each of its jobs (backup, capture, heal, checkpoint)
         self._locks: dict[str, asyncio.Lock] = {}
@@ -542,6 +544,8 @@ class Engine:
                     ),
                 },
                 size=st.st_size,
+                # An add's first versions of small files share packs (batcher.py).
+                batch=cause == "initial",
             )
 
             async def finish(

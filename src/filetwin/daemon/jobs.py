@@ -39,6 +39,7 @@ from ..errors import (
     error_from,
 )
 from ..policy import scaled_timeout
+from .batcher import PrepareBatcher
 from .gate import Gate
 from .pool import WorkerPool
 
@@ -115,6 +116,9 @@ class Job:
     retries: int = 0
     #: whether the gate is held shared (jobs that store or read chunks)
     gated: bool = True
+    #: a ``prepare`` job that may share a worker with others (batcher.py): the
+    #: size of its file; None for a job that runs alone
+    batch_size: int | None = None
 
     def describe(self) -> str:
         """What the job is called in messages: "backup of /x"."""
@@ -131,11 +135,14 @@ class Job:
         *,
         size: int | None = None,
         gated: bool = True,
+        batch: bool = False,
     ) -> Job:
         """A job of entry ``path`` under its policy: the entry's ``--timeout``
         (else the floor plus ``size``, default the entry's last size, at the
         configured rate) and ``--retries`` (none for a path with no entry).
-        ``work`` gets the repository and the test stall setting."""
+        ``work`` gets the repository and the test stall setting. ``batch``: a
+        ``prepare`` job that may share a worker with others, if its file is
+        small and its entry sets no deadline of its own (batcher.py)."""
         if size is None:
             size = (row["size"] or 0) if row is not None else 0
         timeout = scaled_timeout(
@@ -151,7 +158,9 @@ class Job:
             "stall_s": config.worker_stall_s,
         }
         retries = row["retries"] if row is not None else 0
-        return cls(kind, path, work, timeout, retries, gated=gated)
+        policy_timeout = row["timeout_s"] if row is not None else None
+        batch_size = size if batch and PrepareBatcher.batchable(size, policy_timeout) else None
+        return cls(kind, path, work, timeout, retries, gated=gated, batch_size=batch_size)
 
 
 async def result_of(answer: dict[str, Any]) -> Done[dict[str, Any]]:
@@ -182,9 +191,12 @@ class JobRunner:
         emit: EventSink,
         backoff_s: float,
         stopping: Callable[[], bool] = lambda: False,
+        batcher: PrepareBatcher | None = None,
     ) -> None:
+        """``batcher`` runs the jobs that have a ``batch_size`` (else the pool does)."""
         self.table = table
         self.pool = pool
+        self.batcher = batcher
         self.gate = gate
         self.emit = emit
         self.backoff_s = backoff_s
@@ -270,15 +282,24 @@ class JobRunner:
             self._set(job.path, job_bytes=done)
 
         if not job.gated:
-            answer = await self.pool.run(job.work, job.timeout_s, started, progress)
+            answer = await self._worker_answer(job, started, progress)
             if not answer.get("ok"):
                 raise answer_error(answer)
             return await finish(answer)
         async with self.gate.shared():
-            answer = await self.pool.run(job.work, job.timeout_s, started, progress)
+            answer = await self._worker_answer(job, started, progress)
             if not answer.get("ok"):
                 raise answer_error(answer)
             return await finish(answer)
+
+    async def _worker_answer(
+        self, job: Job, started: Callable[[int], None], progress: Callable[[int], None]
+    ) -> dict[str, Any]:
+        if job.batch_size is not None and self.batcher is not None:
+            return await self.batcher.run(
+                job.work, job.batch_size, job.timeout_s, started, progress
+            )
+        return await self.pool.run(job.work, job.timeout_s, started, progress)
 
     @staticmethod
     def _as_error(e: Exception, job: Job) -> FiletwinError:

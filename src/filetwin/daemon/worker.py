@@ -100,6 +100,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 "manifest": manifest.to_json(),
                 "suspect": _suspect(previous, manifest),
             }
+        if kind == "prepare-batch":
+            return _prepare_batch(repo, job)
         if kind == "checkpoint":
             manifest = _checkpoint(repo, job)
             repo.release(manifest)
@@ -147,12 +149,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "result": result}
         return {"ok": False, "error": f"unknown job kind {kind!r}", "type": "FiletwinError"}
     except FiletwinError as e:
-        return {
-            "ok": False,
-            "error": e.message,
-            "type": type(e).__name__,
-            "errno": getattr(e, "errno", None),
-        }
+        return _failure(e)
     except OSError as e:
         # Reads of the protected file raise SourceError and stores RepositoryError:
         # an OSError that is neither is the job's own (worth another try).
@@ -164,6 +161,38 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         }
     except Exception as e:  # a bug: report it rather than kill the worker
         return {"ok": False, "error": f"internal error: {e!r}", "type": "FiletwinError"}
+
+
+def _failure(e: FiletwinError) -> dict[str, Any]:
+    """A failed answer naming ``e`` (answer_error in jobs.py turns it back)."""
+    return {
+        "ok": False,
+        "error": e.message,
+        "type": type(e).__name__,
+        "errno": getattr(e, "errno", None),
+    }
+
+
+def _prepare_batch(repo: Repository, job: dict[str, Any]) -> dict[str, Any]:
+    """First versions of several files, sharing packs (Repository.prepare_files):
+    ``answers`` holds, per file of ``files`` and in its order, what a ``prepare``
+    job of that file alone would answer. A store failure fails the whole batch."""
+    files = [(f["path"], int(f.get("journal_seq") or 0)) for f in job["files"]]
+    answers: list[dict[str, Any]] = []
+    for result in repo.prepare_files(files, job["cause"]):
+        if isinstance(result, FiletwinError):
+            answers.append(_failure(result))
+            continue
+        # The daemon commits each manifest and guards gc; this process forgets them.
+        repo.release(result.manifest)
+        answers.append(
+            {
+                "ok": True,
+                "manifest": result.manifest.to_json(),
+                "suspect": _suspect(result.previous, result.manifest),
+            }
+        )
+    return {"ok": True, "answers": answers}
 
 
 def _suspect(prev: Manifest | None, manifest: Manifest) -> bool:

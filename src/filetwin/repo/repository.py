@@ -35,20 +35,23 @@ import stat
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import tzinfo
 from pathlib import Path
+from typing import NamedTuple
 
 import blake3
 
 from filetwin.backends.base import Backend
 from filetwin.errors import (
     CorruptObject,
+    FiletwinError,
     NotFound,
     ObjectNotFound,
     RestoreError,
     SourceError,
+    UnsafePath,
     UsageError,
 )
 from filetwin.repo import forget
@@ -96,6 +99,18 @@ class _FdReader:
         if self.progress is not None:
             self.progress(self.offset)
         return n
+
+
+class Prepared(NamedTuple):
+    """A version prepared by prepare_files, and the file's newest state before it."""
+
+    manifest: Manifest
+    previous: Manifest | None
+
+
+def _check_cause(cause: str) -> None:
+    if cause not in CAUSES:
+        raise UsageError(f"unknown version cause {cause!r}; expected one of {sorted(CAUSES)}")
 
 
 class _Unset:
@@ -160,10 +175,82 @@ class Repository:
         is ``latest(path)`` when the caller has looked it up already (it decides
         ``unchanged``; on a remote backend each look-up is a listing and a read).
         """
-        if cause not in CAUSES:
-            raise UsageError(f"unknown version cause {cause!r}; expected one of {sorted(CAUSES)}")
-        spath = os.fspath(path)
+        _check_cause(cause)
         self.chunks.sync()
+        writer = self.chunks.writer()
+        manifest = self._prepare_into(
+            writer, os.fspath(path), cause, fd, journal_seq, replaced_by, progress, previous
+        )
+        self._flush(writer, [manifest], os.fspath(path))
+        return manifest
+
+    def prepare_files(
+        self, files: Sequence[tuple[str, int]], cause: str
+    ) -> list[Prepared | FiletwinError]:
+        """prepare_file for several files, ``(path, journal_seq)`` each, whose new
+        chunks share packs: one put per ~target size instead of one per file
+        (the first versions of many small files). In the order given, for each
+        file its Prepared manifest (not written: see commit) with the version
+        that was the file's newest state, or the error that file alone met
+        (SourceError, UnsafePath, UsageError as prepare_file; CorruptObject
+        when its history cannot be read). Raises RepositoryError when storing
+        fails: a pack put that failed may have held any file's chunks, so no
+        manifest of the batch is returned.
+        """
+        _check_cause(cause)
+        self.chunks.sync()
+        paths = [path for path, _seq in files]
+        previous = list(self._store_pool().map(self._latest_or_error, paths))
+        writer = self.chunks.writer()
+        out: list[Prepared | FiletwinError] = []
+        try:
+            for (path, seq), prev in zip(files, previous, strict=True):
+                if isinstance(prev, FiletwinError):
+                    out.append(prev)
+                    continue
+                try:
+                    m = self._prepare_into(writer, path, cause, None, seq, "", None, prev)
+                except (SourceError, UnsafePath, UsageError) as e:
+                    out.append(e)  # this file's own trouble, not the store's
+                    continue
+                out.append(Prepared(m, prev))
+        except BaseException:
+            self._release([c for p in out if isinstance(p, Prepared) for c in p.manifest.chunks])
+            raise
+        prepared = [p.manifest for p in out if isinstance(p, Prepared)]
+        self._flush(writer, prepared, f"{len(files)} files")
+        return out
+
+    def _latest_or_error(self, path: str) -> Manifest | None | FiletwinError:
+        try:
+            return self.latest(path)
+        except (CorruptObject, UsageError) as e:
+            return e  # that entry's history is unreadable: its file alone fails
+
+    def _flush(self, writer: PackWriter, prepared: list[Manifest], what: str) -> None:
+        """Put the writer's open pack; on failure the prepared versions are released."""
+        try:
+            self.chunks.record(writer.flush())
+        except OSError as e:
+            self._release([c for m in prepared for c in m.chunks])
+            raise os_error(f"cannot store the chunks of {what}", e) from e
+        except BaseException:
+            self._release([c for m in prepared for c in m.chunks])
+            raise
+
+    def _prepare_into(
+        self,
+        writer: PackWriter,
+        spath: str,
+        cause: str,
+        fd: int | None,
+        journal_seq: int,
+        replaced_by: str,
+        progress: Callable[[int], None] | None,
+        previous: Manifest | None | _Unset,
+    ) -> Manifest:
+        """prepare_file's reading and storing, into ``writer`` (not flushed: the
+        caller puts its open pack before the manifest may be committed)."""
         own_fd = fd is None
         try:
             if fd is None:
@@ -183,7 +270,6 @@ class Repository:
             # Chunks are hashed, compressed and durably written by a few threads
             # (each write waits on an fsync); reading and the file's hash stay here.
             pending: deque[Future[str]] = deque()
-            writer = self.chunks.writer()
             try:
                 # One pool for the repository's life: a pool per file cost small
                 # files a sixth of their backup. The finally below waits for
@@ -200,7 +286,6 @@ class Repository:
                                 ids.append(pending.popleft().result())
                         while pending:
                             ids.append(pending.popleft().result())
-                        self.chunks.record(writer.flush())
                     finally:
                         for f in pending:
                             f.cancel()
@@ -220,7 +305,11 @@ class Repository:
                 os.close(fd)
         digest = hasher.hexdigest()
         if isinstance(previous, _Unset):
-            previous = self.latest(spath)
+            try:
+                previous = self.latest(spath)
+            except BaseException:
+                self._release(ids)
+                raise
         return Manifest.create(
             path=spath, size=size, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
             gid=st.st_gid, mtime_ns=st.st_mtime_ns, hash=digest, chunks=ids, cause=cause,
