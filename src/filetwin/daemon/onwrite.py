@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Config
-from ..errors import FiletwinError, UnsafePath, UsageError
+from ..errors import FiletwinError, RepositoryError, UnsafePath, UsageError
 from ..repo.journal import drop_segments_before
 from ..repo.manifest import Manifest, entry_key
 from ..repo.moments import JOURNAL_BASES
@@ -476,15 +476,28 @@ class OnWrite:
             if row is None or row["backup_mode"] != "on-write":
                 return None
             upto = self.journals.known_last_seq(path)
+            if upto is None:
+                # No writer is open: closed after a failed append or sync (whose
+                # acknowledged records this fold must keep: the program may not
+                # have written them to the file yet, the journal goes first), or
+                # not opened since start. The journal's segments say how far it goes.
+                upto = self.journals.last_seq(path, row["sync_mode"])
             latest = await asyncio.to_thread(engine.repo.latest, path)
-            if upto is None or latest is None or upto <= latest.journal_seq:
+            if latest is None or upto <= latest.journal_seq:
                 return None
             if path in self._broken:
                 # Replay cannot cross the damaged stretch: a version of the live file
                 # (engine.backup goes on to one) is the next base.
                 return None
-            await self.journals.sync(path)
-            self.journals.rotate(path)
+            try:
+                await self.journals.sync(path)
+                self.journals.rotate(path)
+            except RepositoryError as e:
+                # The journal cannot be made durable (reported, and its writer closed,
+                # by Journals): folding its records into a version is what makes them
+                # durable now. They are read back checksummed, so records a failed
+                # sync lost on the way are a failed checkpoint, never wrong bytes.
+                log.warning("checkpoint of %s goes on without a journal sync: %s", path, e)
             self._since_checkpoint[path] = (0, 0)
             config = engine.config
             job = Job.for_entry(
