@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +119,27 @@ def test_a_store_failure_fails_the_whole_batch(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError, match="No space left"):
         repo.prepare_files([(str(f), 0) for f in written], "initial")
     assert not repo._pending  # noqa: SLF001 - what gc must not delete: nothing now
+
+
+class _CountingLists(LocalBackend):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.manifest_lists = 0
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        if prefix.startswith("manifests/"):
+            self.manifest_lists += 1
+        return super().list(prefix)
+
+
+def test_paths_known_new_are_not_looked_up(tmp_path: Path) -> None:
+    """On S3 each look-up of a file's newest version is a request: an add that
+    found no version of a path tells the batch so."""
+    files = tmp_path / "files"
+    files.mkdir()
+    paths = [str(f) for f in _write_files(files, 6)]
+    backend = _CountingLists(tmp_path / "repo")
+    repo = Repository(backend)
+    results = repo.prepare_files([(p, 0) for p in paths], "initial", new=set(paths[:4]))
+    assert backend.manifest_lists == 2  # the two not known to be new
+    assert all(not isinstance(r, Exception) and r.previous is None for r in results)

@@ -154,7 +154,11 @@ class PrepareBatcher:
             # the first file's path names the batch in messages about it
             "path": first["path"],
             "files": [
-                {"path": item.work["path"], "journal_seq": item.work.get("journal_seq") or 0}
+                {
+                    "path": item.work["path"],
+                    "journal_seq": item.work.get("journal_seq") or 0,
+                    "new": bool(item.work.get("new")),
+                }
                 for item in batch
             ],
         }

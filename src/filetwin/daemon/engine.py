@@ -542,6 +542,9 @@ class Engine:
                     "journal_seq": (
                         self.onwrite.last_seq(path) if row["backup_mode"] == "on-write" else 0
                     ),
+                    # A path add found no version of: the worker need not look
+                    # (a listing, on S3 a request); nothing else stores one meanwhile.
+                    "new": cause == "initial" and not row["versions"],
                 },
                 size=st.st_size,
                 # An add's first versions of small files share packs (batcher.py).

@@ -85,7 +85,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if kind == "prepare":
             # Looked up once, for both: the daemon's per-entry lock keeps other
             # versions of this path from being committed meanwhile.
-            previous = repo.latest(job["path"])
+            previous = None if job.get("new") else repo.latest(job["path"])
             manifest = repo.prepare_file(
                 job["path"],
                 job["cause"],
@@ -178,8 +178,9 @@ def _prepare_batch(repo: Repository, job: dict[str, Any]) -> dict[str, Any]:
     ``answers`` holds, per file of ``files`` and in its order, what a ``prepare``
     job of that file alone would answer. A store failure fails the whole batch."""
     files = [(f["path"], int(f.get("journal_seq") or 0)) for f in job["files"]]
+    new = {f["path"] for f in job["files"] if f.get("new")}
     answers: list[dict[str, Any]] = []
-    for result in repo.prepare_files(files, job["cause"]):
+    for result in repo.prepare_files(files, job["cause"], new=new):
         if isinstance(result, FiletwinError):
             answers.append(_failure(result))
             continue

@@ -35,7 +35,7 @@ import stat
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import tzinfo
 from pathlib import Path
@@ -185,7 +185,7 @@ class Repository:
         return manifest
 
     def prepare_files(
-        self, files: Sequence[tuple[str, int]], cause: str
+        self, files: Sequence[tuple[str, int]], cause: str, *, new: Collection[str] = ()
     ) -> list[Prepared | FiletwinError]:
         """prepare_file for several files, ``(path, journal_seq)`` each, whose new
         chunks share packs: one put per ~target size instead of one per file
@@ -195,12 +195,14 @@ class Repository:
         (SourceError, UnsafePath, UsageError as prepare_file; CorruptObject
         when its history cannot be read). Raises RepositoryError when storing
         fails: a pack put that failed may have held any file's chunks, so no
-        manifest of the batch is returned.
+        manifest of the batch is returned. ``new``: paths the caller knows to
+        have no version (their look-up, a listing each, is skipped).
         """
         _check_cause(cause)
         self.chunks.sync()
-        paths = [path for path, _seq in files]
-        previous = list(self._store_pool().map(self._latest_or_error, paths))
+        paths = [path for path, _seq in files if path not in new]
+        found = dict(zip(paths, self._store_pool().map(self._latest_or_error, paths), strict=True))
+        previous = [found.get(path) for path, _seq in files]
         writer = self.chunks.writer()
         out: list[Prepared | FiletwinError] = []
         try:
