@@ -143,3 +143,21 @@ def test_paths_known_new_are_not_looked_up(tmp_path: Path) -> None:
     results = repo.prepare_files([(p, 0) for p in paths], "initial", new=set(paths[:4]))
     assert backend.manifest_lists == 2  # the two not known to be new
     assert all(not isinstance(r, Exception) and r.previous is None for r in results)
+
+
+def test_version_counts_agree_with_a_listing_per_path(tmp_path: Path) -> None:
+    """An add of many paths counts their versions with one listing of every
+    manifest: the counts are the per-path listings'."""
+    files = tmp_path / "files"
+    files.mkdir()
+    written = list(_write_files(files, 3))
+    repo = Repository(LocalBackend(tmp_path / "repo"))
+    for i, f in enumerate(written):
+        for n in range(i):
+            f.write_bytes(random.Random(100 + 10 * i + n).randbytes(500))
+            repo.commit(repo.prepare_file(f, "manual"))
+    paths = [str(f) for f in written] + [str(files / f"never{i}") for i in range(40)]
+    expected = {p: len(repo.version_names(p)) for p in paths}
+    assert [expected[str(f)] for f in written] == [0, 1, 2]
+    assert repo.version_counts(paths) == expected  # one listing of everything
+    assert repo.version_counts(paths[:3]) == {p: expected[p] for p in paths[:3]}

@@ -415,13 +415,10 @@ class Engine:
         with self.table.transaction():
             for path in resolved:
                 self.table.add(path, policy, self.config.repository_location, source)
-        # Versions already stored (a path protected before): one listing each,
-        # side by side, since on S3 each is a round trip.
-        existing = await asyncio.gather(
-            *(asyncio.to_thread(self.repo.version_names, path) for path in resolved)
-        )
-        for path, names in zip(resolved, existing, strict=True):
-            self.table.set(path, versions=len(names))
+        # Versions already stored (a path protected before).
+        counts = await asyncio.to_thread(self.repo.version_counts, resolved)
+        for path in resolved:
+            self.table.set(path, versions=counts[path])
             self.emit(
                 path,
                 "added",

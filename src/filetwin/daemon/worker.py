@@ -261,6 +261,13 @@ def worker_main(conn: Connection) -> None:
             for location, doc in job.get("keys", {}).items():
                 _keys[location] = load_key_file(doc.encode())
             _replicas.update(job.get("replicas", {}))
+            for location in job.get("keys", {}):
+                # Open the repository now, while the daemon starts: the first job
+                # then pays neither the import of the backend's client library
+                # (boto3 for S3: a few hundred ms) nor its set-up. Best effort: a
+                # job opens it again and reports what fails.
+                with contextlib.suppress(Exception):
+                    _repo(location)
             continue
         if job.get("kind") == "adopt":
             # Packs the daemon's other workers put: dedup against them too.

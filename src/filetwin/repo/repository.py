@@ -71,6 +71,9 @@ def _names_version(name: str, version_id: str) -> bool:
     return name.rsplit("-", 1)[-1].removesuffix(".json") == version_id
 
 
+#: version_counts lists every manifest at once from this many paths on
+WHOLE_LISTING_FROM = 32
+
 #: threads storing chunks of one file, and chunks in flight at most
 STORE_THREADS = 4
 STORE_WINDOW = 64
@@ -414,6 +417,17 @@ class Repository:
     def version_names(self, path: str) -> list[str]:
         """The object names of the versions of ``path``, oldest first (nothing loaded)."""
         return self._names(path)
+
+    def version_counts(self, paths: Sequence[str]) -> dict[str, int]:
+        """How many versions each of ``paths`` has: one listing of every manifest
+        when there are many paths (on S3 a request per 1,000 names, instead of
+        one per path), else a listing per path."""
+        if len(paths) < WHOLE_LISTING_FROM:
+            return {path: len(self._names(path)) for path in paths}
+        per_key = Counter(
+            name[len(MANIFESTS) :].split("/", 1)[0] for name in self.backend.list(MANIFESTS)
+        )
+        return {path: per_key[self.entry_key(path)] for path in paths}
 
     def latest(self, path: str) -> Manifest | None:
         """The version holding the newest state of ``path`` (state_of the newest
