@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from filetwin.backends import LocalBackend
-from filetwin.errors import RepositoryError, SourceError
+from filetwin.errors import CorruptObject, RepositoryError, RestoreError, SourceError
 from filetwin.repo import Repository
 from filetwin.repo.packs import list_packs
 from tests.helpers import Daemon, wait_until
@@ -161,3 +161,49 @@ def test_version_counts_agree_with_a_listing_per_path(tmp_path: Path) -> None:
     assert [expected[str(f)] for f in written] == [0, 1, 2]
     assert repo.version_counts(paths) == expected  # one listing of everything
     assert repo.version_counts(paths[:3]) == {p: expected[p] for p in paths[:3]}
+
+
+class _CountingGets(LocalBackend):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.bytes_read = 0
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        data = super().get(name, offset, length)
+        self.bytes_read += len(data)
+        return data
+
+
+def test_a_file_sharing_a_pack_restores_from_its_own_bytes(tmp_path: Path) -> None:
+    """Files batched into one pack: a restore of one reads its own chunks (by byte
+    range, each verified), not the whole pack; a byte flipped in its chunk is
+    still an error naming the pack, never wrong bytes."""
+    files = tmp_path / "files"
+    files.mkdir()
+    big = {files / f"big{i}": random.Random(50 + i).randbytes(300_000) for i in range(4)}
+    small = files / "small"
+    small.write_bytes(b"small file " * 300)
+    for f, data in big.items():
+        f.write_bytes(data)
+    repo = Repository(LocalBackend(tmp_path / "repo"))
+    paths = [str(f) for f in big] + [str(small)]
+    for p in repo.prepare_files([(p, 0) for p in paths], "initial"):
+        assert not isinstance(p, Exception)
+        repo.commit(p.manifest)
+    repo.save_index()  # as the daemon does at the latest when it stops
+    (pack,) = list_packs(repo.backend)
+    counting = _CountingGets(tmp_path / "repo")
+    fresh = Repository(counting)
+    (m,) = fresh.versions(str(small))
+    fresh.chunks.load()
+    counting.bytes_read = 0
+    assert b"".join(fresh.read_version(m)) == small.read_bytes()
+    assert counting.bytes_read < 10_000  # the pack holds over 1.2 MB
+    # damage inside the small file's chunk
+    (loc,) = {fresh.chunks.locations()[c] for c in m.chunks}
+    raw = tmp_path / "repo" / "packs" / pack[:2] / pack
+    data = bytearray(raw.read_bytes())
+    data[loc.offset + loc.length // 2] ^= 0x40
+    raw.write_bytes(bytes(data))
+    with pytest.raises((RestoreError, CorruptObject), match=pack):
+        b"".join(Repository(LocalBackend(tmp_path / "repo")).read_version(m))

@@ -28,6 +28,9 @@ class LocalBackend:
     even across a crash; directories it creates are fsynced into their parents.
     """
 
+    #: a ranged ``get`` costs a pread, no round trip: packs are read chunk by chunk
+    cheap_ranges = True
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.location = str(self.root)

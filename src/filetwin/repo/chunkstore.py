@@ -83,7 +83,11 @@ class ChunkStore:
         self.cache_dir = cache_dir
         self.target_size = target_size
         self.index_every = index_every
-        self.reader = PackReader(backend, keys, cache_packs=4)
+        # A local directory reads a byte range for the price of a pread: a chunk is
+        # read alone there; a remote store reads whole packs, one request each.
+        self.reader = PackReader(
+            backend, keys, cache_packs=4, ranged=bool(getattr(backend, "cheap_ranges", False))
+        )
         self._lock = threading.RLock()
         self._loaded = False
         self._index: dict[str, Location] = {}
