@@ -34,14 +34,20 @@ def restored(daemon: Daemon, f: Path) -> bytes:
     return out.read_bytes()
 
 
+def _batch_entry(daemon: Daemon, f: Path) -> int:
+    """``f`` holding ``0123456789``, protected on-write with batch syncs; its
+    number of versions once the first is stored."""
+    f.write_bytes(b"0123456789")
+    daemon.client.add(f, backup="on-write", sync="batch")
+    wait_until(lambda: daemon.client.status(f)["last_version"], what="the first version")
+    return len(daemon.client.history(f))
+
+
 def test_a_failed_batch_fdatasync_is_an_event_degrades_and_takes_a_fresh_version(
     daemon: Daemon, files: Path
 ) -> None:
     f = files / "batch.db"
-    f.write_bytes(b"0123456789")
-    daemon.client.add(f, backup="on-write", sync="batch")
-    wait_until(lambda: daemon.client.status(f)["last_version"], what="the first version")
-    versions = len(daemon.client.history(f))
+    versions = _batch_entry(daemon, f)
     with strace(daemon.pid, "trace=fdatasync", "inject=fdatasync:error=EIO:when=1+"):
         daemon.client.notify_write(f, 0, b"AB")  # acknowledged: in the kernel
         with f.open("r+b") as fh:
@@ -72,10 +78,7 @@ def test_the_fresh_version_after_a_failed_sync_holds_writes_not_yet_in_the_file(
     the journal so far, dropped the acknowledged write from the twin (CI saw it
     once under load): the fresh version folds the journal instead."""
     f = files / "ahead.db"
-    f.write_bytes(b"0123456789")
-    daemon.client.add(f, backup="on-write", sync="batch")
-    wait_until(lambda: daemon.client.status(f)["last_version"], what="the first version")
-    versions = len(daemon.client.history(f))
+    versions = _batch_entry(daemon, f)
     with strace(daemon.pid, "trace=fdatasync", "inject=fdatasync:error=EIO:when=1+"):
         daemon.client.notify_write(f, 0, b"AB")  # acknowledged; the file is not written yet
         wait_until(lambda: "degraded" in kinds(daemon, f), what="a degraded event")

@@ -351,17 +351,11 @@ class PackReader:
         blob: bytes | memoryview
         if cached is None and self.ranged:
             blob = self.backend.get(where, loc.offset, loc.length)
-            if len(blob) != loc.length:
-                raise CorruptObject(
-                    f"chunk {cid} in {where} is corrupt: it lies past the pack's end"
-                )
         else:
             data = self.pack(loc.pack) if cached is None else cached
-            if loc.offset + loc.length > len(data):
-                raise CorruptObject(
-                    f"chunk {cid} in {where} is corrupt: it lies past the pack's end"
-                )
             blob = memoryview(data)[loc.offset : loc.offset + loc.length]
+        if len(blob) != loc.length:  # both clip a range running past the end
+            raise CorruptObject(f"chunk {cid} in {where} is corrupt: it lies past the pack's end")
         out = decode_blob(self.keys, cid, blob, where)
         if len(out) != loc.raw_length:
             raise CorruptObject(f"chunk {cid} in {where} is corrupt: length differs from index")

@@ -236,11 +236,10 @@ class Repository:
         """Put the writer's open pack; on failure the prepared versions are released."""
         try:
             self.chunks.record(writer.flush())
-        except OSError as e:
+        except BaseException as e:
             self._release([c for m in prepared for c in m.chunks])
-            raise os_error(f"cannot store the chunks of {what}", e) from e
-        except BaseException:
-            self._release([c for m in prepared for c in m.chunks])
+            if isinstance(e, OSError):
+                raise os_error(f"cannot store the chunks of {what}", e) from e
             raise
 
     def _prepare_into(
