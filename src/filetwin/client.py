@@ -11,7 +11,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from .shapes import (
     StatusSummary,
     Version,
 )
+from .unixsock import connect_unix
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -43,11 +43,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.socket_path = socket_path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
+        self.sock = connect_unix(self.socket_path, self.timeout)
 
 
 def _abs(path: str | os.PathLike[str] | bytes) -> str:
@@ -551,13 +547,9 @@ class WriteStream:
 
     def __init__(self, socket_path: str, path: str, timeout: float | None) -> None:
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if timeout is not None:
-            self.sock.settimeout(timeout)
         try:
-            self.sock.connect(socket_path)
+            self.sock = connect_unix(socket_path, timeout)
         except OSError as e:
-            self.sock.close()
             raise DaemonUnavailable(f"no filetwin write stream on {socket_path}: {e}") from e
         self._file = self.sock.makefile("rb")
         try:

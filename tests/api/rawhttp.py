@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from pathlib import Path
 from typing import Any
+
+from filetwin.unixsock import connect_unix
 
 ERROR_KEYS = {"error", "type", "exit_code"}
 
@@ -21,10 +22,7 @@ class _Conn(http.client.HTTPConnection):
         self.sock_path = str(sock_path)
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.sock_path)
-        self.sock = sock
+        self.sock = connect_unix(self.sock_path, self.timeout)
 
 
 def raw_request(

@@ -21,6 +21,7 @@ from typing import Any
 from filetwin.backends import open_backend
 from filetwin.repo import Repository
 from filetwin.repo.manifest import Manifest
+from filetwin.unixsock import connect_unix
 from tests.api.rawhttp import assert_error, raw_request
 from tests.helpers import Daemon, wait_until
 
@@ -59,23 +60,6 @@ def versions(d: Daemon, path: Path) -> list[Manifest]:
     return Repository(open_backend(d.state_dir / "repository")).versions(str(path))
 
 
-def connect(path: Path) -> socket.socket:
-    """A connection, waiting while the listening socket's backlog is full."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.setblocking(False)
-
-    def attempt() -> bool:
-        try:
-            s.connect(str(path))
-        except BlockingIOError:  # EAGAIN: backlog full (Unix sockets do not queue)
-            return False
-        return True
-
-    wait_until(attempt, 10, "a connection to the API socket")
-    s.setblocking(True)
-    return s
-
-
 def busy_answer(path: Path) -> tuple[int, Any] | None:
     """The answer to /health, or None when the daemon cut the connection short."""
     try:
@@ -97,7 +81,7 @@ def test_idle_connections_neither_starve_jobs_nor_flood_the_log(tmp_path: Path) 
         lines_before = d.log().count("\n")
 
         for _ in range(IDLE_CONNECTIONS):
-            idle.append(connect(d.socket_path))
+            idle.append(connect_unix(str(d.socket_path), 10))
         # Saturated: a new request is answered at once, as the error shape.
         busy = wait_until(lambda: busy_answer(d.socket_path), 10, "a 503 answer")
         assert_error(busy, 503, "too many")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from filetwin.daemon import metrics as metrics_module
 from filetwin.daemon.metrics import Metrics
+from filetwin.unixsock import connect_unix
 from tests.helpers import Daemon, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -24,9 +24,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.unix_path = str(path)
 
     def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(self.unix_path)
+        self.sock = connect_unix(self.unix_path, 30)
 
 
 def scrape(d: Daemon) -> tuple[str, str]:
