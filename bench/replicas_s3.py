@@ -9,8 +9,8 @@ SeaweedFS on 127.0.0.1 (tests/s3server.py, the server the tests use).
   file of the dataset (it returns once every first version is stored);
 - restic 0.14: ``restic -r s3:http://127.0.0.1:PORT/BUCKET/restic-N backup DATA``;
 - restore: a new process with no state directory and empty caches —
-  filetwin: every entry of the repository rebuilt with ``restore_version``
-  (what ``filetwin restore --from`` runs per file, in one process);
+  filetwin: ``filetwin restore --all --to DEST`` on a config naming the bucket
+  and a state directory that does not exist;
   restic: ``restore latest --target`` with a fresh cache directory.
 
 Medians over ``--runs`` (each run uses new prefixes; the dataset is built once).
@@ -91,28 +91,21 @@ def filetwin_run(
     finally:
         tool.teardown()
     dest = work / f"ft-out-{n}"
+    cold = work / f"ft-cold-{n}"
+    cold.mkdir()
+    (cold / "filetwin.toml").write_text(f'repository = "{location}"\n')
     t0 = time.monotonic()
-    me = [sys.executable, "-m", "bench.replicas_s3", "--restore-all"]
     subprocess.run(
-        [*me, location, str(ds.root), str(dest)], check=True, cwd=ROOT,
-        env={**os.environ, **server.env()},
+        [sys.executable, "-m", "filetwin", "restore", "--all", "--to", str(dest),
+         "--state-dir", str(cold / "state"), "--config", str(cold / "filetwin.toml")],
+        check=True, env={**os.environ, **server.env()}, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     restore = time.monotonic() - t0
-    assert _tree_hashes(dest) == _tree_hashes(ds.root), "filetwin restored something else"
+    got = dest / ds.root.relative_to("/")
+    assert _tree_hashes(got) == _tree_hashes(ds.root), "filetwin restored something else"
+    assert not (cold / "state").exists(), "a restore made a state directory"
     shutil.rmtree(dest)
     return {"first_backup_s": backup, "restore_s": restore}
-
-
-def restore_all(location: str, data: Path, dest: Path) -> None:
-    """(the restore process) Every entry of the repository at ``location`` into ``dest``."""
-    from filetwin.repo.opening import open_repository
-    from filetwin.restore import restore_version
-
-    repo = open_repository(location)
-    for path in repo.entries():
-        target = dest / Path(path).relative_to(data)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        restore_version(repo, path, to=str(target))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=0.25)
     ap.add_argument("--large-bytes", type=int, default=64 << 20)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--restore-all", nargs=3, metavar=("LOCATION", "DATA", "DEST"))
     args = ap.parse_args(argv)
-    if args.restore_all:
-        location, data, dest = args.restore_all
-        restore_all(location, Path(data), Path(dest))
-        return 0
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

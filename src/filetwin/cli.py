@@ -464,7 +464,7 @@ def _print_journal(j: Mapping[str, Any]) -> None:
 @main.command()
 @state_dir_option
 @timeout_option
-@click.argument("path", type=click.Path())
+@click.argument("path", type=click.Path(), required=False)
 @click.option("--version", "version", help="Version id (or a unique prefix of it, 4+ chars).")
 @click.option(
     "--at",
@@ -472,17 +472,47 @@ def _print_journal(j: Mapping[str, Any]) -> None:
     help="The moment to rebuild: TIME (ISO 8601 or Unix seconds), "
     "seq:N (a journal record) or mark:NAME. Default: the newest state.",
 )
-@click.option("--to", "to", type=click.Path(), help="Write here instead of in place.")
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(),
+    help="Write here instead of in place (with --all: the directory to restore into).",
+)
+@click.option(
+    "--all",
+    "all_",
+    is_flag=True,
+    help="Restore every entry (those under PATH when given) to DIR/<its path>, "
+    "several at a time; needs --to DIR.",
+)
 @json_option
 @handle_errors
-def restore(path: str, version: str | None, at: str | None, to: str | None, as_json: bool) -> None:
+def restore(
+    path: str | None,
+    version: str | None,
+    at: str | None,
+    to: str | None,
+    all_: bool,
+    as_json: bool,
+) -> None:
     """Rebuild a file as it was (the latest version by default), bit for bit.
 
     In place, the content being replaced is first kept as a version of cause
     `restore`, so a restore can itself be undone. Works without the daemon.
+
+    With --all, every protected file (or those under the directory PATH) is
+    rebuilt into a tree: `filetwin restore --all --to /mnt/new` writes
+    /home/me/notes.txt to /mnt/new/home/me/notes.txt. Files that fail are
+    named and the rest go on (exit code 1 if any failed).
     """
     if version and at:
         raise UsageError("give either --version or --at, not both")
+    if all_:
+        from .cli_restore_tree import restore_all
+
+        return restore_all(path, version, at, to, as_json)
+    if path is None:
+        raise UsageError("name the file to restore (PATH), or give --all --to DIR")
     try:
         try:
             client = ctx_obj().client(LONG_WAIT)

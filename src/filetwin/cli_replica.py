@@ -104,16 +104,24 @@ def _restore(
     from_: str,
     host: str | None,
     endpoint: str | None,
-    path: str,
+    path: str | None,
     version: str | None,
     at: str | None,
     to: str | None,
+    all_: bool,
     as_json: bool,
 ) -> None:
     from .replicas.remote import restore_from, use_endpoint
 
     if version and at:
         raise UsageError("give either --version or --at, not both")
+    if all_:
+        from .cli_restore_tree import restore_all
+
+        use_endpoint(endpoint)
+        return restore_all(path, version, at, to, as_json, from_=from_, host=host)
+    if path is None:
+        raise UsageError("name the file to restore (PATH), or give --all --to DIR")
     if not to:
         raise UsageError("a restore --from a replica needs --to DEST (the replica is read only)")
     use_endpoint(endpoint)

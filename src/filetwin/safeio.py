@@ -28,8 +28,11 @@ from .errors import SourceError, UnsafePath
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_dir_nofollow(directory: str) -> int:
-    """Open absolute ``directory`` without following any symlink or ``..`` in it."""
+def open_dir_nofollow(directory: str, *, create: bool = False) -> int:
+    """Open absolute ``directory`` without following any symlink or ``..`` in it.
+
+    ``create``: make each missing directory on the way (mode 0777 less the
+    umask, as ``mkdir -p``), still refusing a symlink met on the way."""
     parts = PurePosixPath(directory).parts
     if not parts or parts[0] != "/":
         raise UnsafePath(f"{directory} is not an absolute path")
@@ -42,6 +45,9 @@ def open_dir_nofollow(directory: str) -> int:
             if part in ("", "."):
                 continue
             walked = os.path.join(walked, part)
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
             try:
                 nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
             except OSError as e:

@@ -106,3 +106,12 @@ def test_every_file_and_moment_back_from_the_bucket_on_a_clean_state_directory(
             continue  # a sample of the moments keeps the test short; the mark always
         assert _sha(restore(db, f"db-{n}", "--at", moment)) == digest, moment
     assert not (tmp_path / "clean-state").exists(), "restoring from the bucket writes no state"
+
+    # Everything at once, as a new user gets a whole machine back.
+    r = run_cli(*clean, "restore", "--all", "--from", location, "--to", str(out / "all"), "--json")
+    assert r.returncode == 0, r.stderr
+    done = json.loads(r.stdout)
+    assert done["files"] == 3 and done["failed"] == []
+    back = {p: _sha((out / "all" / str(p).lstrip("/")).read_bytes()) for p in (doc, other, db)}
+    assert back == {doc: _sha(saves[-1]), other: _sha(b"\x01\x02" * 70000), db: final_db}
+    assert not (tmp_path / "clean-state").exists(), "restoring from the bucket writes no state"

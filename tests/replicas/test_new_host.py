@@ -67,6 +67,19 @@ def test_every_file_and_moment_comes_back_from_the_replica_alone(
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (out / "m1").read_bytes() == at_mark
+    # Every entry at once, each to its own path under the directory given.
+    r = run_cli(*fresh, "restore", "--all", "--from", str(replica), "--to", str(out / "all"))
+    assert r.returncode == 0, r.stderr
+    assert "restored 2 of 2 files" in r.stdout
+    assert (out / "all" / str(plain).lstrip("/")).read_bytes() == b"v2: the one that counts\n"
+    assert (out / "all" / str(db).lstrip("/")).read_bytes() == bytes(final)
+    r = run_cli(*fresh, "restore", "--all", str(files), "--from", str(replica), "--to",
+                str(out / "by-mark"), "--at", "mark:m1", "--json")  # fmt: skip
+    assert r.returncode == 1, r.stderr  # plain.txt has no journal, hence no mark
+    done = json.loads(r.stdout)
+    assert [f["path"] for f in done["failed"]] == [str(plain)]
+    assert "no journal" in done["failed"][0]["error"]
+    assert (out / "by-mark" / str(db).lstrip("/")).read_bytes() == at_mark
     r = run_cli(*fresh, "restore", str(db), "--from", str(replica), "--at", f"seq:{seq + 1}",
                 "--to", str(out / "x"))  # fmt: skip
     assert r.returncode == 1 and "no record" in r.stderr and not (out / "x").exists()

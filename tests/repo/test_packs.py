@@ -293,3 +293,71 @@ def test_malformed_pack_and_index(keys: Keys) -> None:
     for bad in (good[:-1], good + b"\0", b"FTIX\x02" + good[5:]):
         with pytest.raises(CorruptObject, match="idx is corrupt"):
             decode_index(bad, "idx")
+
+
+class GatedBackend(CountingBackend):
+    """Reads of packs wait at a gate, so that other readers come while one reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate = threading.Event()
+        self.reading = threading.Event()
+        self.pack_gets = 0
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if name.startswith("packs/"):
+            self.pack_gets += 1
+            self.reading.set()
+            assert self.gate.wait(30)
+        return super().get(name, offset, length)
+
+
+def _waiting_on_a_future(t: threading.Thread) -> bool:
+    import sys
+
+    frame = sys._current_frames().get(t.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "result":  # Future.result: waiting for the first read
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_readers_of_a_pack_being_read_wait_for_that_read(tmp_path: Path, keys: Keys) -> None:
+    from tests.helpers import wait_until
+
+    backend = GatedBackend(tmp_path / "repo")
+    by_id, written = write(backend, keys, chunks(4))
+    (pid,) = {loc.pack for loc in written.values()}
+    reader = PackReader(backend, keys)
+    got: dict[str, bytes] = {}
+
+    def read(cid: str) -> None:
+        got[cid] = reader.read_chunk(cid, written[cid])
+
+    first, *others = list(written)
+    threads = [threading.Thread(target=read, args=(first,))]
+    threads[0].start()
+    assert backend.reading.wait(30)
+    threads += [threading.Thread(target=read, args=(cid,)) for cid in others]
+    for t in threads[1:]:
+        t.start()
+    wait_until(lambda: all(_waiting_on_a_future(t) for t in threads[1:]), 30, "waiters")
+    backend.gate.set()
+    for t in threads:
+        t.join(30)
+    assert got == by_id
+    assert backend.pack_gets == 1, "the pack was read again by a thread that waited"
+
+
+def test_a_failed_read_is_every_waiters_error(tmp_path: Path, keys: Keys) -> None:
+    backend = GatedBackend(tmp_path / "repo")
+    _by_id, written = write(backend, keys, chunks(2))
+    (pid,) = {loc.pack for loc in written.values()}
+    flip(raw_path(backend, pack_name(pid)), 10)
+    backend.gate.set()
+    reader = PackReader(backend, keys)
+    for cid, loc in written.items():
+        with pytest.raises(CorruptObject, match="does not match its name"):
+            reader.read_chunk(cid, loc)
+    assert backend.pack_gets == len(written), "a failed read is not cached"

@@ -45,6 +45,13 @@ def has_journal(directory: Path | None) -> bool:
     return directory is not None and bool(list_segments(directory))
 
 
+def moment_kind(at: str | float) -> str:
+    """What ``at`` names: "time", "seq", "mark", or "bare" (a word that is no
+    time: a mark's name for an entry with a journal). UsageError when it is a
+    malformed sequence number or time."""
+    return _kind_of(at)[0]
+
+
 def _kind_of(at: str | float) -> tuple[str, object]:
     if isinstance(at, int | float) and not isinstance(at, bool):
         return "time", float(at)

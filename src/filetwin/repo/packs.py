@@ -64,6 +64,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import blake3
@@ -318,25 +319,44 @@ class PackReader:
         self.cache_packs = cache_packs
         self.ranged = ranged
         self._cache: OrderedDict[str, bytes] = OrderedDict()
+        #: packs being read by some thread: the others wait on its result
+        self._reading: dict[str, Future[bytes]] = {}
         self._lock = threading.Lock()
 
     def pack(self, pack_id: str) -> bytes:
         """The whole pack, checked against its name. ObjectNotFound if absent,
-        CorruptObject naming it if its content does not match its name."""
+        CorruptObject naming it if its content does not match its name.
+
+        Threads asking for a pack another thread is reading wait for that read
+        (and get its result or its error) instead of reading it again."""
         with self._lock:
             data = self._cache.get(pack_id)
             if data is not None:
                 self._cache.move_to_end(pack_id)
                 return data
-        data = self.backend.get(pack_name(pack_id))
-        if blake3.blake3(data).hexdigest() != pack_id:
-            raise CorruptObject(
-                f"pack {pack_name(pack_id)} is corrupt: its content does not match its name"
-            )
+            reading = self._reading.get(pack_id)
+            mine = reading is None
+            if reading is None:
+                reading = self._reading[pack_id] = Future()
+        if not mine:
+            return reading.result()
+        try:
+            data = self.backend.get(pack_name(pack_id))
+            if blake3.blake3(data).hexdigest() != pack_id:
+                raise CorruptObject(
+                    f"pack {pack_name(pack_id)} is corrupt: its content does not match its name"
+                )
+        except BaseException as e:
+            with self._lock:
+                del self._reading[pack_id]
+            reading.set_exception(e)
+            raise
         with self._lock:
+            del self._reading[pack_id]
             self._cache[pack_id] = data
             while len(self._cache) > self.cache_packs:
                 self._cache.popitem(last=False)
+        reading.set_result(data)
         return data
 
     def read_chunk(self, cid: str, loc: Location) -> bytes:

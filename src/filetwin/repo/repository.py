@@ -530,19 +530,25 @@ class Repository:
             raise RestoreError(f"cannot restore {what}: rebuilt content does not match its hash")
 
     def entries(self) -> list[str]:
-        """Paths that have at least one version, sorted."""
+        """Paths that have at least one version, sorted.
+
+        One listing of every manifest, then the newest manifest of each entry
+        key read to learn its path (keys are hashes), several at a time.
+        """
         by_key: dict[str, list[str]] = {}
         for name in self.backend.list(MANIFESTS):
             by_key.setdefault(name[len(MANIFESTS) :].split("/", 1)[0], []).append(name)
-        paths = set()
-        for names in by_key.values():
+
+        def path_of(names: list[str]) -> str | None:
             for name in sorted(names, reverse=True):  # newest first
                 try:
-                    paths.add(self.load_manifest(name).path)
-                    break
+                    return self.load_manifest(name).path
                 except ObjectNotFound:
                     continue  # removed by retention since we listed it
-        return sorted(paths)
+            return None
+
+        found = self._store_pool().map(path_of, by_key.values())
+        return sorted({p for p in found if p is not None})
 
     # -- removing ----------------------------------------------------------------
 

@@ -1,0 +1,152 @@
+"""Restore many entries into a directory tree at once: ``filetwin restore --all``.
+
+Each entry is rebuilt by restore_version, exactly as a restore of that one
+file (the moment resolved the same way, its content checked against its
+hash, written to a temporary file, fsynced and renamed, with no symlink
+followed), to ``DEST/<its absolute path>``, as restic's ``restore --target``
+lays out a snapshot. What this adds is the order of the work: the entries are
+found with one listing of the manifests, and several files are rebuilt at
+once, so that on a remote store the round trips of one file overlap the
+others' (a restore of hundreds of files from S3 is made of little else).
+
+One entry's failure is its own: it is reported with its error and the others
+go on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends.snapshot import ListingSnapshot
+from .errors import FiletwinError, NotFound, SourceError, UnsafePath, UsageError
+from .repo import Repository
+from .repo.manifest import MANIFESTS
+from .restore import restore_version
+from .safeio import open_dir_nofollow
+
+#: entries rebuilt at once (each mostly waits on the store, not on the CPU)
+WORKERS = 8
+#: packs a restore keeps in memory (whole-pack reads: entries sharing one read it once)
+CACHE_PACKS = 2 * WORKERS
+
+#: the journal directory of an entry for the time of its restore (None: no journal)
+JournalFor = Callable[[str], AbstractContextManager[Path | None]]
+
+
+@dataclass
+class TreeRestore:
+    """What a restore of many entries did."""
+
+    to: str
+    restored: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "to": self.to,
+            "restored": sorted(self.restored, key=lambda r: r["path"]),
+            "failed": sorted(self.failed, key=lambda r: r["path"]),
+            "files": len(self.restored),
+            "bytes": sum(r["size"] for r in self.restored),
+        }
+
+
+def snapshot_of(repo: Repository) -> Repository:
+    """``repo`` read through a ListingSnapshot of its manifests and journal objects:
+    for a reader of many entries that needs no news of changes made meanwhile."""
+    from .replicas.layout import JOURNALS
+
+    backend = ListingSnapshot(repo.backend, (MANIFESTS, JOURNALS), immutable=(MANIFESTS,))
+    out = Repository(backend, repo.clock, keys=repo.keys, cache_dir=repo.chunks.cache_dir)
+    out.chunks.reader.cache_packs = CACHE_PACKS
+    out.chunks.fallback = repo.chunks.fallback
+    return out
+
+
+def entries_under(repo: Repository, under: str | None) -> list[str]:
+    """The entries of ``repo`` (absolute paths), those inside directory ``under``
+    (or that one file) when given; NotFound when there are none."""
+    entries = repo.entries()
+    if under is not None:
+        top = os.path.abspath(under)
+        inside = top.rstrip("/") + "/"
+        entries = [e for e in entries if e == top or e.startswith(inside)]
+    if not entries:
+        where = f" under {os.path.abspath(under)}" if under is not None else ""
+        raise NotFound(f"no entry{where} has versions in {repo.backend.location}")
+    return entries
+
+
+def target_of(to: str, entry: str) -> str:
+    """Where ``entry`` goes inside the tree rooted at ``to``."""
+    return os.path.join(to, entry.lstrip("/"))
+
+
+def make_dirs(directory: str) -> None:
+    """Create absolute ``directory`` and its missing parents without following any
+    symlink on the way (UnsafePath naming the first one met; SourceError when
+    the destination's file system refuses)."""
+    try:
+        os.close(open_dir_nofollow(directory, create=True))
+    except UnsafePath:
+        raise
+    except OSError as e:
+        raise SourceError(f"cannot create directory {directory}: {e.strerror}", e.errno) from e
+
+
+def restore_tree(
+    repo: Repository,
+    entries: list[str],
+    to: str,
+    *,
+    at: str | None = None,
+    journal_for: JournalFor,
+    read_only: bool = False,
+    workers: int = WORKERS,
+    on_done: Callable[[str, dict[str, Any] | None], None] | None = None,
+) -> TreeRestore:
+    """Restore each of ``entries`` (the newest state, or the moment ``at``) to
+    ``to/<entry>``, ``workers`` at a time; ``on_done(entry, result or None)``
+    after each. ``read_only`` (a replica's copy): an entry whose target is its
+    own file fails instead of being restored in place. UsageError for a bad
+    ``to``; everything else is per entry, in ``failed``.
+    """
+    if not to:
+        raise UsageError("a restore of several entries needs --to DIR")
+    to = os.path.abspath(to)
+    make_dirs(to)
+    done = TreeRestore(to)
+
+    def one(entry: str) -> dict[str, Any]:
+        target = target_of(to, entry)
+        if read_only and os.path.abspath(target) == entry:
+            raise UsageError(
+                f"{target} is the entry's own file: a restore from a replica writes elsewhere"
+            )
+        make_dirs(os.path.dirname(target))
+        with journal_for(entry) as jdir:
+            return restore_version(
+                repo, entry, at=at, to=target, journal_dir=None if jdir is None else str(jdir)
+            )
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
+        futures = {pool.submit(one, entry): entry for entry in entries}
+        for future in as_completed(futures):
+            entry = futures[future]
+            try:
+                result = future.result()
+            except FiletwinError as e:
+                done.failed.append({"path": entry, "error": str(e), "type": type(e).__name__})
+                if on_done is not None:
+                    on_done(entry, None)
+                continue
+            done.restored.append(result)
+            if on_done is not None:
+                on_done(entry, result)
+    return done
