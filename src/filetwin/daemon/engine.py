@@ -40,6 +40,7 @@ from .entrypaths import validate_new_paths
 from .events import EventLog
 from .gate import Gate
 from .healer import Healer
+from .indexer import Indexer
 from .jobs import Abandon, Done, Job, JobRunner, result_of
 from .metrics import Metrics
 from .mounts import Mounts
@@ -86,6 +87,10 @@ class Engine:
         self.watcher = Watcher(self._on_fs_event)
         self.supervisors: dict[str, Supervisor] = {}
         self.gate = Gate()
+        self.indexer = Indexer(
+            self.repo.chunks, config.repository_location, self.gate, self._start_task
+        )
+        self.pool.on_news = self.indexer.heard
         #: fire-and-forget tasks (event hooks, scheduled heals), kept from the GC
         self._hooks: set[asyncio.Task[None]] = set()
         self.eventlog = EventLog(self.table, clock, config.on_event, self._start_task)
@@ -208,8 +213,7 @@ class Engine:
         self.onwrite.journals.close_all()
         await self.replicator.stop()
         await self.pool.close()
-        with contextlib.suppress(FiletwinError):
-            await asyncio.to_thread(self.repo.save_index)
+        await self.indexer.flush()  # the packs workers put, and any the view found
         self.watcher.close()
         self.table.close()
 

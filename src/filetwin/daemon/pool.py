@@ -83,6 +83,8 @@ class WorkerPool:
         #: told (job, answer) of every answer (the engine makes events of what a
         #: job read from a replica: replicas/fallback.py)
         self.on_answer: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
+        #: called with each worker's news (location -> packs it put), on the loop
+        self.on_news: Callable[[dict[str, Any]], None] | None = None
 
     async def start(self) -> None:
         for _ in range(self.size):
@@ -126,6 +128,8 @@ class WorkerPool:
                 news = message.pop("news")
                 for other in self._all - {worker}:
                     other.news.append(news)
+                if self.on_news is not None:
+                    self.on_news(news)
             if not answer.done():
                 answer.set_result(message)
 

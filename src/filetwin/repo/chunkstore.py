@@ -9,7 +9,11 @@ Writing (one ``PackWriter`` per job, from ``writer()``): a job's new chunks go
 into packs, one durable put per pack; their locations are ``record``-ed here.
 Index objects are written lazily: a pack's locations are first "unindexed" and
 go into an index object once ``index_every`` packs have gathered (and on
-``save_index``, which the daemon calls after gc and at shutdown). A pack put
+``save_index``, which the daemon calls after gc and at shutdown). The daemon
+also indexes the packs its workers report (``adopt(..., index=True)``,
+daemon/indexer.py): a worker that puts a few packs a day would otherwise
+leave them unindexed, and every process opening the repository would read
+each of them whole. A pack put
 but never indexed — a worker killed, a crash — is not lost: ``load`` lists the
 packs and reads the trailer of every pack no index object names. So the order
 of durable steps per job is pack(s), then the manifest; an index object is a
@@ -153,7 +157,9 @@ class ChunkStore:
             if pack_name(pid) in self.damaged:
                 continue
             try:
-                entries = parse_pack(self.keys, pid, self.backend.get(pack_name(pid)))
+                # Through the reader: a restore that loads the view then reads
+                # chunks of this pack finds it in the reader's cache.
+                entries = self.reader.entries(pid)
             except ObjectNotFound:
                 continue
             except CorruptObject as e:
@@ -212,16 +218,23 @@ class ChunkStore:
             for pid, held in news.items()
         ]
 
-    def adopt(self, news: list[tuple[str, list[tuple[str, int, int, int]]]]) -> None:
+    def adopt(
+        self, news: list[tuple[str, list[tuple[str, int, int, int]]]], *, index: bool = False
+    ) -> None:
         """Take in packs another process just put (``take_news`` there): dedup
-        against them without listing or reading them."""
+        against them without listing or reading them.
+
+        ``index``: this view also names them in its next index object
+        (``save_index``): the daemon does so for the packs its workers put,
+        noted even before its view is loaded (a load lists them anyway)."""
         with self._lock:
-            if not self._loaded:
-                return  # the first load lists them anyway
             for pid, held in news:
-                if pid in self._packs:
-                    continue
                 entries = {c: Location(pid, o, n, r) for c, o, n, r in held}
+                known = pid in self._packs
+                if index and not (known and pid not in self._unindexed):
+                    self._unindexed.setdefault(pid, {}).update(entries)
+                if not self._loaded or known:
+                    continue  # the first load lists them anyway
                 self._packs[pid] = entries
                 self._present.add(pid)
                 for cid, loc in entries.items():
