@@ -246,6 +246,44 @@ def test_version_at(repo: Repository, tmp_path: Path) -> None:
         repo.version_at(str(tmp_path / "never"), m2.time)
 
 
+class CountingGets(LocalBackend):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gets: list[str] = []
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        self.gets.append(name)
+        return super().get(name, offset, length)
+
+
+def test_a_moment_of_a_file_with_many_versions_reads_few_manifests(tmp_path: Path) -> None:
+    from filetwin.repo.moments import resolve
+
+    backend = CountingGets(tmp_path / "repo")
+    clock = Clock()
+    repo = Repository(backend, clock=clock)
+    p = tmp_path / "f"
+    made = []
+    for i in range(30):
+        write(p, f"version {i}".encode())
+        made.append(repo.store_file(p, "manual"))
+        clock.now += 0.25  # times that are not whole seconds
+
+    def manifests_read(at: float | None) -> tuple[Manifest, int]:
+        backend.gets.clear()
+        m = resolve(repo, str(p), None, at).base
+        return m, len([g for g in backend.gets if g.startswith("manifests/")])
+
+    assert manifests_read(None) == (made[-1], 1)
+    for i in (0, 7, 29):
+        exact, n_exact = manifests_read(made[i].time)
+        between, n_between = manifests_read(made[i].time + 0.5)
+        assert exact == between == made[i]
+        assert n_exact <= 2 and n_between <= 2
+    with pytest.raises(NotFound, match="the first is at"):
+        resolve(repo, str(p), None, made[0].time - 0.001)
+
+
 def test_missing_chunk_restore_error(repo: Repository, tmp_path: Path) -> None:
     p = write(tmp_path / "f", rand(200_000, 40))
     m = repo.store_file(p, "manual")

@@ -102,23 +102,34 @@ def _hint(path: str) -> str:
 def resolve(
     repo: Repository, path: str, jdir: Path | None, at: str | float | None = None
 ) -> Moment:
-    """The moment ``at`` names (None: the newest state recorded)."""
-    versions = repo.versions(path)
-    if not versions:
-        raise NotFound(f"{path} has no versions in the repository {repo.backend.location}")
+    """The moment ``at`` names (None: the newest state recorded).
+
+    Without a journal only the manifests needed are read (the newest, or those
+    from the time asked back to the version found); with one, all of them."""
+    names = repo.version_names(path)
+    missing = f"{path} has no versions in the repository {repo.backend.location}"
+    if not names:
+        raise NotFound(missing)
     kind, value = ("latest", None) if at is None else _kind_of(at)
+    journal = has_journal(jdir)
     if kind == "bare":
-        if not has_journal(jdir):
+        if not journal:
             parse_time(str(value))  # raises the message about the time's format
         kind = "mark"
-    if not has_journal(jdir):
+    if not journal:
+        newest = repo.newest(path, names)
+        if newest is None:
+            raise NotFound(missing)
         if kind in ("seq", "mark"):
             raise UsageError(f"{path} has no journal: name a version or a time")
         if kind == "latest":
-            state = repo.state_of(versions[-1])  # a restore in place: what it put back
+            state = repo.state_of(newest)  # a restore in place: what it put back
             return Moment(state, state.journal_seq, state.time, "latest")
-        m = repo.version_at(path, float(value))  # type: ignore[arg-type]
+        m = repo.version_at(path, float(value), names)  # type: ignore[arg-type]
         return Moment(m, m.journal_seq, m.time, f"version {m.id}")
+    versions = repo.versions(path)
+    if not versions:
+        raise NotFound(missing)
     assert jdir is not None
     records = _scan(jdir)
     bases = [m for m in versions if m.cause in JOURNAL_BASES] or versions

@@ -66,6 +66,15 @@ from filetwin.safeio import open_protected
 from filetwin.timefmt import iso
 
 
+def _name_time_ns(name: str) -> float:
+    """The time (ns) a manifest's name carries (``.../<time_ns>-<id>.json``); a name
+    not of that form counts as the newest (it is read to find out)."""
+    try:
+        return float(int(name.rsplit("/", 1)[-1].split("-", 1)[0]))
+    except ValueError:
+        return float("inf")
+
+
 def _names_version(name: str, version_id: str) -> bool:
     """Whether the manifest object ``name`` is the one of version ``version_id``."""
     return name.rsplit("-", 1)[-1].removesuffix(".json") == version_id
@@ -434,10 +443,10 @@ class Repository:
         newest = self.newest(path)
         return None if newest is None else self.state_of(newest)
 
-    def newest(self, path: str) -> Manifest | None:
+    def newest(self, path: str, names: Sequence[str] | None = None) -> Manifest | None:
         """The newest version of ``path`` as stored (a restore's kept-aside version
-        included), or None."""
-        for name in reversed(self._names(path)):
+        included), or None. ``names``: its version_names, when already listed."""
+        for name in reversed(self._names(path) if names is None else names):
             try:
                 m = self.load_manifest(name)
             except ObjectNotFound:
@@ -490,18 +499,48 @@ class Repository:
             raise UsageError(f"version {version} of {path} is ambiguous: matches {ids}")
         return matches[-1]
 
-    def version_at(self, path: str, when: float) -> Manifest:
-        """The newest version of ``path`` made at or before ``when`` (unix seconds)."""
-        versions = self.versions(path)
-        if not versions:
+    def version_at(
+        self, path: str, when: float, names: Sequence[str] | None = None
+    ) -> Manifest:
+        """The newest version of ``path`` made at or before ``when`` (unix seconds),
+        as state_of gives it. ``names``: its version_names, when already listed.
+
+        Names carry each version's time, so only the versions from ``when``
+        back to the one found are read (a restore of a file with a thousand
+        versions reads one or two manifests, not a thousand)."""
+        names = self._names(path) if names is None else names
+        # Names hold int(time * 1e9): a millisecond's margin, the manifest's own time decides.
+        limit_ns = when * 1e9 + 1e6
+        oldest: Manifest | None = None
+        for name in reversed(names):
+            if _name_time_ns(name) > limit_ns:
+                continue
+            try:
+                m = self.load_manifest(name)
+            except ObjectNotFound:
+                continue
+            if m.path != path:
+                continue
+            if m.time <= when:
+                return self.state_of(m)
+            oldest = m
+        if oldest is None:
+            oldest = next(iter(self._loaded(path, names)), None)
+        if oldest is None:
             raise NotFound(f"no versions of {path}")
-        before = [m for m in versions if m.time <= when]
-        if not before:
-            raise NotFound(
-                f"no version of {path} at or before {iso(when)}; "
-                f"the first is at {iso(versions[0].time)}"
-            )
-        return self.state_of(before[-1])
+        raise NotFound(
+            f"no version of {path} at or before {iso(when)}; the first is at {iso(oldest.time)}"
+        )
+
+    def _loaded(self, path: str, names: Sequence[str]) -> Iterator[Manifest]:
+        """The versions of ``path`` among ``names``, oldest first, read lazily."""
+        for name in names:
+            try:
+                m = self.load_manifest(name)
+            except ObjectNotFound:
+                continue
+            if m.path == path:
+                yield m
 
     def read_version(self, manifest: Manifest) -> Iterator[bytes]:
         """Yield the version's content chunk by chunk, each verified against its id.
