@@ -19,7 +19,7 @@ from .cli_progress import count_progress, wanted
 from .errors import UsageError
 from .repo import Repository
 from .repo.moments import moment_kind
-from .restore_tree import JournalFor, entries_under, restore_tree, snapshot_of
+from .restore_tree import JournalFor, TreeRestore, restore_tree, snapshot_of
 
 
 def restore_all(
@@ -52,16 +52,16 @@ def restore_all(
 
         repo = snapshot_of(_offline_repo(None)[0])
         journal_for = _local_journals()
-    entries = entries_under(repo, path)
-    result = _run(repo, entries, to, at, journal_for, read_only=from_ is not None, as_json=as_json)
+    result = _run(repo, path, to, at, journal_for, read_only=from_ is not None, as_json=as_json)
     if as_json:
         emit_json(result)
     else:
         for f in result["failed"]:
             err.print(f"filetwin: {f['path']}: {f['error']}", markup=False)
         source = f" from {from_}" if from_ is not None else ""
+        tried = result["files"] + len(result["failed"])
         out.print(
-            f"restored {result['files']} of {len(entries)} files "
+            f"restored {result['files']} of {tried} files "
             f"({result['bytes']} bytes){source} to {result['to']}",
             markup=False,
         )
@@ -73,7 +73,7 @@ def restore_all(
 
 def _run(
     repo: Repository,
-    entries: list[str],
+    under: str | None,
     to: str,
     at: str | None,
     journal_for: JournalFor,
@@ -81,19 +81,23 @@ def _run(
     read_only: bool,
     as_json: bool,
 ) -> dict[str, Any]:
-    if not wanted(as_json):
-        done = restore_tree(repo, entries, to, at=at, journal_for=journal_for, read_only=read_only)
-        return done.as_json()
-    with count_progress() as progress:
-        task = progress.add_task(f"restoring to {to}", total=len(entries))
+    def run(**progress: Any) -> TreeRestore:
+        return restore_tree(
+            repo, to, under=under, at=at, journal_for=journal_for, read_only=read_only, **progress
+        )
 
-        def step(_entry: str, _result: dict[str, Any] | None) -> None:
+    if not wanted(as_json):
+        return run().as_json()
+    with count_progress() as progress:
+        task = progress.add_task(f"restoring to {to}", total=None)
+
+        def total(n: int) -> None:
+            progress.update(task, total=n)
+
+        def step(_entry: str | None, _result: dict[str, Any] | None) -> None:
             progress.advance(task)
 
-        done = restore_tree(
-            repo, entries, to, at=at, journal_for=journal_for, read_only=read_only, on_done=step
-        )
-    return done.as_json()
+        return run(on_total=total, on_done=step).as_json()
 
 
 def _local_journals() -> JournalFor:

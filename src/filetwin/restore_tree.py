@@ -69,20 +69,6 @@ def snapshot_of(repo: Repository) -> Repository:
     return out
 
 
-def entries_under(repo: Repository, under: str | None) -> list[str]:
-    """The entries of ``repo`` (absolute paths), those inside directory ``under``
-    (or that one file) when given; NotFound when there are none."""
-    entries = repo.entries()
-    if under is not None:
-        top = os.path.abspath(under)
-        inside = top.rstrip("/") + "/"
-        entries = [e for e in entries if e == top or e.startswith(inside)]
-    if not entries:
-        where = f" under {os.path.abspath(under)}" if under is not None else ""
-        raise NotFound(f"no entry{where} has versions in {repo.backend.location}")
-    return entries
-
-
 def target_of(to: str, entry: str) -> str:
     """Where ``entry`` goes inside the tree rooted at ``to``."""
     return os.path.join(to, entry.lstrip("/"))
@@ -102,51 +88,101 @@ def make_dirs(directory: str) -> None:
 
 def restore_tree(
     repo: Repository,
-    entries: list[str],
     to: str,
     *,
+    under: str | None = None,
     at: str | None = None,
     journal_for: JournalFor,
     read_only: bool = False,
     workers: int = WORKERS,
-    on_done: Callable[[str, dict[str, Any] | None], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_done: Callable[[str | None, dict[str, Any] | None], None] | None = None,
 ) -> TreeRestore:
-    """Restore each of ``entries`` (the newest state, or the moment ``at``) to
-    ``to/<entry>``, ``workers`` at a time; ``on_done(entry, result or None)``
-    after each. ``read_only`` (a replica's copy): an entry whose target is its
-    own file fails instead of being restored in place. UsageError for a bad
-    ``to``; everything else is per entry, in ``failed``.
+    """Restore every entry of ``repo`` (those inside directory ``under``, or that
+    one file, when given) to ``to/<entry>``: the newest state, or the moment
+    ``at``; ``workers`` at a time.
+
+    The manifests are listed once; ``on_total(n)`` then gets the number of
+    entries in the repository. Each entry's newest manifest is read by the
+    worker that restores it (it names the entry's path), so reading
+    manifests overlaps restoring files. ``on_done(entry or None, result or
+    None)`` after each entry (None: not under ``under``). ``read_only`` (a
+    replica's copy): an entry whose target is its own file fails instead of
+    being restored in place. Directories are made only for entries restored:
+    NotFound (nothing written) when no entry is under ``under``; UnsafePath
+    when a symlink stands in the existing part of ``to``; everything else is
+    per entry, in ``failed``.
     """
     if not to:
         raise UsageError("a restore of several entries needs --to DIR")
     to = os.path.abspath(to)
-    make_dirs(to)
+    _check_destination(to)
+    top = None if under is None else os.path.abspath(under)
+    groups = list(repo.manifests_by_entry().values())
+    if on_total is not None:
+        on_total(len(groups))
     done = TreeRestore(to)
 
-    def one(entry: str) -> dict[str, Any]:
+    def one(names: list[str]) -> tuple[str | None, dict[str, Any] | None]:
+        try:
+            entry = repo.path_of(names)
+        except FiletwinError as e:
+            raise _Failed(f"<entry of {names[-1]}>", e) from e
+        if entry is None or (top is not None and not _inside(entry, top)):
+            return None, None
         target = target_of(to, entry)
-        if read_only and os.path.abspath(target) == entry:
-            raise UsageError(
-                f"{target} is the entry's own file: a restore from a replica writes elsewhere"
-            )
-        make_dirs(os.path.dirname(target))
-        with journal_for(entry) as jdir:
-            return restore_version(
-                repo, entry, at=at, to=target, journal_dir=None if jdir is None else str(jdir)
-            )
+        try:
+            if read_only and os.path.abspath(target) == entry:
+                raise UsageError(
+                    f"{target} is the entry's own file: a restore from a replica writes elsewhere"
+                )
+            make_dirs(os.path.dirname(target))
+            with journal_for(entry) as jdir:
+                jpath = None if jdir is None else str(jdir)
+                return entry, restore_version(repo, entry, at=at, to=target, journal_dir=jpath)
+        except (FiletwinError, OSError) as e:
+            raise _Failed(entry, e) from e
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
-        futures = {pool.submit(one, entry): entry for entry in entries}
-        for future in as_completed(futures):
-            entry = futures[future]
+        for future in as_completed([pool.submit(one, names) for names in groups]):
             try:
-                result = future.result()
-            except FiletwinError as e:
-                done.failed.append({"path": entry, "error": str(e), "type": type(e).__name__})
-                if on_done is not None:
-                    on_done(entry, None)
-                continue
-            done.restored.append(result)
+                entry, result = future.result()
+            except _Failed as f:
+                done.failed.append(f.as_json())
+                entry, result = f.entry, None
+            else:
+                if result is not None:
+                    done.restored.append(result)
             if on_done is not None:
                 on_done(entry, result)
+    if not done.restored and not done.failed:
+        where = f" under {top}" if top is not None else ""
+        raise NotFound(f"no entry{where} has versions in {repo.backend.location}")
     return done
+
+
+class _Failed(Exception):
+    """One entry's failure, with the entry it belongs to."""
+
+    def __init__(self, entry: str, error: BaseException) -> None:
+        super().__init__(entry)
+        self.entry = entry
+        self.error = error
+
+    def as_json(self) -> dict[str, Any]:
+        e = self.error
+        message = e.message if isinstance(e, FiletwinError) else str(e)
+        return {"path": self.entry, "error": message, "type": type(e).__name__}
+
+
+def _inside(entry: str, top: str) -> bool:
+    return entry == top or entry.startswith(top.rstrip("/") + "/")
+
+
+def _check_destination(to: str) -> None:
+    """UnsafePath when a symlink (or a file) stands in the part of ``to`` that
+    exists already; nothing is created here."""
+    existing = to
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    os.close(open_dir_nofollow(existing))

@@ -95,6 +95,11 @@ def test_a_symlink_in_the_tree_is_never_followed(
     assert done["restored"] == [] and len(done["failed"]) == len(newest)
     assert all(f["type"] == "UnsafePath" and "symbolic link" in f["error"] for f in done["failed"])
     assert list(elsewhere.rglob("*")) == [], "a file was written through the link"
+    # A link in the part of --to that exists: refused before anything is made.
+    (tmp_path / "to-link").symlink_to(elsewhere)
+    r = daemon.cli("restore", "--all", "--to", str(tmp_path / "to-link" / "new" / "dir"))
+    assert r.returncode == 1 and "symbolic link" in r.stderr, r.stderr
+    assert list(elsewhere.rglob("*")) == []
 
 
 def test_one_entry_failing_leaves_the_others_restored(

@@ -574,20 +574,27 @@ class Repository:
         One listing of every manifest, then the newest manifest of each entry
         key read to learn its path (keys are hashes), several at a time.
         """
+        found = self._store_pool().map(self.path_of, self.manifests_by_entry().values())
+        return sorted({p for p in found if p is not None})
+
+    def manifests_by_entry(self) -> dict[str, list[str]]:
+        """Entry key -> the names of its manifests, oldest first: one listing."""
         by_key: dict[str, list[str]] = {}
         for name in self.backend.list(MANIFESTS):
             by_key.setdefault(name[len(MANIFESTS) :].split("/", 1)[0], []).append(name)
+        for names in by_key.values():
+            names.sort()
+        return by_key
 
-        def path_of(names: list[str]) -> str | None:
-            for name in sorted(names, reverse=True):  # newest first
-                try:
-                    return self.load_manifest(name).path
-                except ObjectNotFound:
-                    continue  # removed by retention since we listed it
-            return None
-
-        found = self._store_pool().map(path_of, by_key.values())
-        return sorted({p for p in found if p is not None})
+    def path_of(self, names: Sequence[str]) -> str | None:
+        """The path of the entry whose manifests are ``names`` (oldest first): read
+        from the newest one that can still be read (None: all gone since listed)."""
+        for name in reversed(names):
+            try:
+                return self.load_manifest(name).path
+            except ObjectNotFound:
+                continue  # removed by retention since we listed it
+        return None
 
     # -- removing ----------------------------------------------------------------
 
