@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from filetwin.backends import LocalBackend, open_backend
+from filetwin.daemon.gate import Gate
+from filetwin.daemon.indexer import Indexer
 from filetwin.repo.chunkstore import ChunkStore
 from filetwin.repo.crypto import Keys
 from filetwin.repo.packs import INDEX, list_packs, read_index
 from filetwin.repo.repository import Repository
-from filetwin.daemon.gate import Gate
-from filetwin.daemon.indexer import Indexer
 from tests.helpers import Daemon
 
 
