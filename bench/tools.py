@@ -356,13 +356,13 @@ class Filetwin(Tool):
         raise RuntimeError("filetwin is driven by its watcher: use change_and_wait")
 
     def restore_all(self, dest: Path) -> None:
-        from filetwin.restore import restore_version
-
-        repo = self.open_repository()
-        for path in repo.entries():
-            target = dest / Path(path).relative_to(self.data)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            restore_version(repo, path, to=str(target))
+        # What a person runs: a new process, every entry to dest/<its path>.
+        subprocess.run(
+            [sys.executable, "-m", "filetwin", "restore", "--all", "--to", str(dest),
+             "--state-dir", str(self.state), "--config", str(self.work / "filetwin.toml")],
+            check=True, stdout=subprocess.DEVNULL,
+            env={**os.environ, "FILETWIN_PASSWORD": PASSPHRASE},
+        )  # fmt: skip
 
     def restore_old(self, path: Path, dest: Path) -> None:
         first = self.client.history(path)[0]["id"]

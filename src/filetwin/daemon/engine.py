@@ -55,6 +55,8 @@ log = logging.getLogger("filetwin.engine")
 #: how many times a job whose file changed while it was read is run again
 #: before an explicit request commits what it read anyway
 UNSTABLE_RETRIES = 5
+#: how long a capture waits for a late inotify event when a writer holds the file
+EVENT_SETTLE_S = 0.05
 #: what a backup job returns when the file changed while it was read
 _UNSTABLE: Any = object()
 
@@ -557,7 +559,6 @@ class Engine:
             ) -> Done[Manifest | None]:
                 manifest = Manifest.from_json(answer["manifest"])
                 self.watcher.drain()
-                changed = sup is not None and sup.generation != generation
                 if sup is not None and sup.failed_close is not None:
                     # What a failed close left is not a version the program meant.
                     if await sup.failed_close == manifest.hash:
@@ -570,17 +571,31 @@ class Engine:
                             raise Conflict(message)
                         raise Abandon(None)
                     sup.failed_close = None
+                # A write came after the last close and the writer still holds
+                # the file (open O_TRUNC, then a pause): a mid-save state is never
+                # a version. Its close starts the next job.
+                if not explicit and sup is not None:
+                    held: bool | None = await asyncio.to_thread(open_for_writing, path)
+                    if held and not sup.writing:
+                        # A writer holds the file but no write since the last close
+                        # was reported. inotify reports a truncate at the end of the
+                        # syscall, after the empty file is visible: under load the
+                        # read can fall in between. Let a late event arrive.
+                        await asyncio.sleep(EVENT_SETTLE_S)
+                        self.watcher.drain()
+                    if held and sup.writing:
+                        raise Abandon(None)
+                # Only now, after the lease check: what a writer wrote before
+                # closing is in the event queue, so a read made while it held the
+                # file (the empty middle of a save) shows as a change. Checked
+                # before the lease, a writer that wrote and closed in between
+                # left that empty read looking like a closed state.
+                self.watcher.drain()
+                changed = sup is not None and sup.generation != generation
                 if changed and (not explicit or unstable < UNSTABLE_RETRIES):
                     # The file changed while it was read: what was read may be
                     # torn. A newer close is queued; an explicit request reads again.
                     raise Abandon(_UNSTABLE)
-                # A write came after the last close and the writer still holds
-                # the file (open O_TRUNC, then a pause): a mid-save state is never
-                # a version. Its close starts the next job.
-                if not explicit and sup is not None and sup.writing:
-                    held: bool | None = await asyncio.to_thread(open_for_writing, path)
-                    if held:
-                        raise Abandon(None)
                 if answer.get("suspect") and cause in ("close", "manual"):
                     self.corrupt(
                         path,
