@@ -315,7 +315,12 @@ class Filetwin(Tool):
                 return
             except DaemonUnavailable:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("filetwin daemon did not start") from None
+                    self.log.flush()
+                    tail = (self.work / "daemon.log").read_text(errors="replace")[-2000:]
+                    why = "exited" if self.proc.poll() is not None else "no answer in 60 s"
+                    raise RuntimeError(
+                        f"filetwin daemon did not start ({why}); its log ends:\n{tail}"
+                    ) from None
                 time.sleep(0.01)
 
     def sample_peak(self) -> None:

@@ -11,10 +11,36 @@ kernel's own send timeout bounds the blocking wait instead.
 from __future__ import annotations
 
 import math
+import os
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _TIMEVAL = struct.Struct("@ll")
+#: the longest path a socket address holds (sun_path is 108 bytes with its NUL)
+SUN_PATH_MAX = 107
+
+
+@contextmanager
+def addressable(path: str) -> Iterator[str]:
+    """``path``, or when it is too long for a socket address, the same name
+    reached through ``/proc/self/fd`` of its directory (held open meanwhile)."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        yield path
+        return
+    directory, name = os.path.split(path)
+    dfd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{dfd}/{name}"
+    finally:
+        os.close(dfd)
+
+
+def bind_unix(sock: socket.socket, path: str) -> None:
+    """``sock.bind(path)``, for a path of any length (see addressable)."""
+    with addressable(path) as where:
+        sock.bind(where)
 
 
 def connect_unix(path: str, timeout: float | None) -> socket.socket:
@@ -35,7 +61,8 @@ def connect_unix(path: str, timeout: float | None) -> socket.socket:
                 socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(*divmod(usec, 1_000_000))
             )
         try:
-            sock.connect(path)
+            with addressable(path) as where:
+                sock.connect(where)
         except BlockingIOError as e:  # EAGAIN after SO_SNDTIMEO: backlog still full
             raise TimeoutError(f"{path}: no free connection slot within {timeout:g} s") from e
         sock.settimeout(timeout)

@@ -172,3 +172,29 @@ def test_start_with_a_directory_gone(daemon: Daemon, files: Path) -> None:
     f.write_text("two\n")
     wait_until(has_version(daemon, f, b"two\n"), what="a version once the directory is back")
     assert daemon.client.status(f)["state"] == "watching"
+
+
+def test_a_state_directory_too_deep_for_a_socket_address_works(
+    tmp_path: Path, files: Path
+) -> None:
+    """A socket's address holds 107 bytes of path: under a deeper state directory
+    the daemon could not bind its sockets and did not start (CI met it once the
+    test processes' temporary directories grew a component)."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "state"
+    deep.parent.mkdir(parents=True)
+    assert len(str(deep / "filetwin.sock")) > 107
+    d = Daemon(deep).start()
+    try:
+        f = files / "notes.txt"
+        f.write_text("deep\n")
+        d.client.add(f, backup="on-write")
+        r = d.cli("status", str(f), "--json")
+        assert r.returncode == 0, r.stderr
+        stream = d.client.open_stream(f)  # the journal socket, beside the API's
+        try:
+            seq = stream.send("write", 0, b"DEEP")
+        finally:
+            stream.close()
+        assert d.client.journal(f)["last_seq"] == seq
+    finally:
+        d.stop()

@@ -30,6 +30,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ..config import Config
 from ..errors import FiletwinError
+from ..unixsock import addressable, bind_unix
 from .api import Api
 from .dashboard import start_dashboard
 from .engine import Engine
@@ -261,7 +262,8 @@ class _CappedSite(web.SockSite):
 def _socket_in_use(path: str) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(path)
+        with addressable(path) as where:
+            probe.connect(where)
     except OSError:
         return False
     finally:
@@ -296,7 +298,7 @@ async def serve(config: Config) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
-        sock.bind(sock_path)
+        bind_unix(sock, sock_path)
     finally:
         os.umask(old_umask)
     os.chmod(sock_path, 0o600)

@@ -27,6 +27,7 @@ import socket
 import struct
 
 from ..errors import FiletwinError, PermissionDenied, UsageError
+from ..unixsock import bind_unix
 from .engine import Engine
 from .entrypaths import entry_path_async
 
@@ -148,7 +149,7 @@ async def start_stream_server(engine: Engine, sock_path: str) -> asyncio.Abstrac
     try:
         if os.path.exists(sock_path):
             os.unlink(sock_path)
-        sock.bind(sock_path)
+        bind_unix(sock, sock_path)
     finally:
         os.umask(old)
     os.chmod(sock_path, 0o600)
