@@ -49,9 +49,11 @@ def test_heal_reads_a_lost_pack_from_the_replica_and_repairs_the_primary(
     fd = os.open(f, os.O_WRONLY)
     try:
         os.pwrite(fd, b"\0" * 100, 1000)
+        # The old mtime back before the close: a capture the close starts must
+        # not see the new one (that is a save, rightly stored).
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
     finally:
         os.close(fd)
-    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     d.client.request_recovery(f)  # the close may have started the heal already: either heals
     wait_until(lambda: f.read_bytes() == good, what="the heal")
     assert hashlib.sha256(f.read_bytes()).digest() == hashlib.sha256(good).digest()
