@@ -12,11 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from filetwin import Client, DaemonUnavailable
+from filetwin.backends import LocalBackend
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -185,3 +186,21 @@ def on_terminal(state_dir: Path, *args: str, term: str, columns: int) -> tuple[i
     code = proc.wait(60)
     os.close(leader)
     return code, b"".join(chunks).decode(errors="replace")
+
+
+class CountingBackend(LocalBackend):
+    """A local directory that records the names it is asked to get and the
+    prefixes it is asked to list (a real backend: only counted)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gets: list[str] = []
+        self.lists: list[str] = []
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        self.gets.append(name)
+        return super().get(name, offset, length)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        self.lists.append(prefix)
+        return super().list(prefix)

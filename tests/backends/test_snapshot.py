@@ -10,25 +10,9 @@ import pytest
 from filetwin.backends import Backend, LocalBackend
 from filetwin.backends.snapshot import ListingSnapshot
 from filetwin.errors import ObjectNotFound
+from tests.helpers import CountingBackend
 
 from .conformance import BackendConformance
-
-
-class Counting(LocalBackend):
-    """A local directory that counts the calls made to it."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.lists: list[str] = []
-        self.gets: list[str] = []
-
-    def list(self, prefix: str = ""):  # type: ignore[no-untyped-def]
-        self.lists.append(prefix)
-        return super().list(prefix)
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        self.gets.append(name)
-        return super().get(name, offset, length)
 
 
 class TestSnapshotOfEverything(BackendConformance):
@@ -39,7 +23,7 @@ class TestSnapshotOfEverything(BackendConformance):
 
 
 def test_a_root_is_listed_once_and_filtered_in_memory(tmp_path: Path) -> None:
-    inner = Counting(tmp_path / "repo")
+    inner = CountingBackend(tmp_path / "repo")
     for name in ("manifests/aa/1", "manifests/aa/2", "manifests/bb/1", "packs/p1"):
         inner.put(name, name.encode())
     snap = ListingSnapshot(inner, ["manifests/"], immutable=["manifests/"])

@@ -21,17 +21,7 @@ from filetwin.repo.chunkstore import ChunkStore
 from filetwin.repo.crypto import Keys
 from filetwin.repo.packs import INDEX, list_packs, read_index
 from filetwin.repo.repository import Repository
-from tests.helpers import Daemon
-
-
-class CountingGets(LocalBackend):
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.gets: list[str] = []
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        self.gets.append(name)
-        return super().get(name, offset, length)
+from tests.helpers import CountingBackend, Daemon
 
 
 def test_a_stopped_daemon_leaves_every_pack_indexed(daemon: Daemon, files: Path) -> None:
@@ -46,7 +36,7 @@ def test_a_stopped_daemon_leaves_every_pack_indexed(daemon: Daemon, files: Path)
     daemon.client.add(big)
     daemon.stop()
     repo_dir = daemon.state_dir / "repository"
-    backend = CountingGets(repo_dir)
+    backend = CountingBackend(repo_dir)
     packs = set(list_packs(backend))
     assert packs
     keys = Keys.none()

@@ -22,7 +22,7 @@ from filetwin.errors import (
 )
 from filetwin.repo import Manifest, Repository, entry_key
 
-from ..helpers import pack_of, stored_chunks
+from ..helpers import CountingBackend, pack_of, stored_chunks
 
 
 class Clock:
@@ -246,20 +246,10 @@ def test_version_at(repo: Repository, tmp_path: Path) -> None:
         repo.version_at(str(tmp_path / "never"), m2.time)
 
 
-class CountingGets(LocalBackend):
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.gets: list[str] = []
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        self.gets.append(name)
-        return super().get(name, offset, length)
-
-
 def test_a_moment_of_a_file_with_many_versions_reads_few_manifests(tmp_path: Path) -> None:
     from filetwin.repo.moments import resolve
 
-    backend = CountingGets(tmp_path / "repo")
+    backend = CountingBackend(tmp_path / "repo")
     clock = Clock()
     repo = Repository(backend, clock=clock)
     p = tmp_path / "f"
