@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.snapshot import ListingSnapshot
-from .errors import FiletwinError, NotFound, SourceError, UnsafePath, UsageError
+from .errors import FiletwinError, NotFound, SourceError, UsageError
 from .repo import Repository
 from .repo.manifest import MANIFESTS
 from .restore import restore_version
@@ -80,8 +80,6 @@ def make_dirs(directory: str) -> None:
     the destination's file system refuses)."""
     try:
         os.close(open_dir_nofollow(directory, create=True))
-    except UnsafePath:
-        raise
     except OSError as e:
         raise SourceError(f"cannot create directory {directory}: {e.strerror}", e.errno) from e
 

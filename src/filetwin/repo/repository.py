@@ -432,10 +432,8 @@ class Repository:
         one per path), else a listing per path."""
         if len(paths) < WHOLE_LISTING_FROM:
             return {path: len(self._names(path)) for path in paths}
-        per_key = Counter(
-            name[len(MANIFESTS) :].split("/", 1)[0] for name in self.backend.list(MANIFESTS)
-        )
-        return {path: per_key[self.entry_key(path)] for path in paths}
+        by_key = self.manifests_by_entry()
+        return {path: len(by_key.get(self.entry_key(path), ())) for path in paths}
 
     def latest(self, path: str) -> Manifest | None:
         """The version holding the newest state of ``path`` (state_of the newest
@@ -525,7 +523,7 @@ class Repository:
                 return self.state_of(m)
             oldest = m
         if oldest is None:
-            oldest = next(iter(self._loaded(path, names)), None)
+            oldest = next(self._loaded(path, names), None)
         if oldest is None:
             raise NotFound(f"no versions of {path}")
         raise NotFound(
