@@ -58,19 +58,14 @@ class Indexer:
         self.age_s = age_s
         self.every = every
         self._timer: asyncio.TimerHandle | None = None
-        #: packs heard of and not yet handed to the view (take_news's list form)
-        self._waiting: list[tuple[str, list[tuple[str, int, int, int]]]] = []
 
     def heard(self, news: dict[str, Any]) -> None:
-        """A worker's answer named packs it put (location -> take_news's list).
-
-        Only noted here: the view's lock is held across an index object's put
-        (``save_index``), which must not stall the event loop."""
+        """A worker's answer named packs it put (location -> take_news's list)."""
         held = news.get(self.location)
         if not held:
             return
-        self._waiting.extend(held)
-        if len(self._waiting) >= self.every:
+        self.chunks.adopt(held, index=True)
+        if self.chunks.unindexed() >= self.every:
             self._cancel_timer()
             self.start_task(self.flush())
         elif self._timer is None:
@@ -87,18 +82,13 @@ class Indexer:
             self._timer = None
 
     async def flush(self) -> None:
-        """Name every waiting pack, and any the view found unindexed, in one index
-        object (nothing is written when none waits)."""
+        """Name every waiting pack in one index object (nothing when none waits)."""
         self._cancel_timer()
-        news, self._waiting = self._waiting, []
-
-        def save() -> None:
-            self.chunks.adopt(news, index=True)
-            self.chunks.save_index()
-
+        if not self.chunks.unindexed():
+            return
         async with self.gate.shared():
             try:
-                await asyncio.to_thread(save)
+                await asyncio.to_thread(self.chunks.save_index)
             except FiletwinError as e:
-                # The packs stay findable by listing; the next flush or the stop retries.
+                # The packs stay findable by listing; the next news or the stop retries.
                 log.warning("could not write an index object (retried later): %s", e)
