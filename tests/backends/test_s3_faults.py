@@ -17,16 +17,17 @@ from typing import Any
 
 import pytest
 
-from filetwin.backends.s3 import S3Backend
+from filetwin.backends.s3 import TRANSFER_FACTOR, S3Backend
 from filetwin.errors import RepositoryError, RepositoryRefused
 from tests.s3server import S3Server, fresh_location, start_server
 
 #: per-attempt connect/read timeout and attempts of the backends under test
 TIMEOUT_S = 1.0
 ATTEMPTS = 2
-#: the longest a call may take: every attempt times out, plus botocore's backoff
-#: between them (standard mode: at most 2**attempt s of jitter), plus slack
-BOUND_S = ATTEMPTS * 2 * TIMEOUT_S + 2.0 + 3.0
+#: the longest a call may take: every attempt runs into its whole-request
+#: deadline (a body the stopped server never reads), plus the backoff between
+#: attempts (from 0.1 s, doubling), plus slack for a loaded machine
+BOUND_S = ATTEMPTS * TRANSFER_FACTOR * TIMEOUT_S + 0.1 * 2**ATTEMPTS + 3.0
 BIG = 32 << 20  # more than the socket buffers hold: the body is cut short mid-way
 
 
@@ -61,15 +62,6 @@ def sturdy(server: S3Server, location: str) -> S3Backend:
     return S3Backend(location, **server.backend_args())
 
 
-def on_send(backend: S3Backend, operation: str, action: Any) -> None:
-    """Run ``action`` as botocore is about to send each ``operation`` request (every attempt)."""
-
-    def handler(**_: Any) -> None:
-        action()
-
-    backend.client.meta.events.register(f"before-send.s3.{operation}", handler)
-
-
 def absent_or_whole(server: S3Server, location: str, name: str, *wholes: bytes) -> None:
     """After the server returns: ``name`` is absent, or exactly one of ``wholes``."""
     check = sturdy(server, location)
@@ -95,7 +87,7 @@ def timed_failure(call: Any) -> tuple[RepositoryError, float]:
 def test_server_stopped_during_put(server: S3Server) -> None:
     b = make_backend(server)
     data = os.urandom(BIG)
-    on_send(b, "PutObject", server.pause)
+    server.pause()  # the body fills the socket buffers, then nothing moves
     err, took = timed_failure(lambda: b.put("packs/big", data))
     assert took < BOUND_S, f"put took {took:.1f} s with the server stopped"
     assert err.retryable and not isinstance(err, RepositoryRefused)
@@ -108,7 +100,7 @@ def test_server_stopped_during_overwrite_keeps_old_or_new(server: S3Server) -> N
     b = make_backend(server)
     old, new = os.urandom(BIG), os.urandom(BIG)
     sturdy(server, b.location).put("obj", old)
-    on_send(b, "PutObject", server.pause)
+    server.pause()
     err, took = timed_failure(lambda: b.put("obj", new))
     assert took < BOUND_S and err.retryable
     server.resume()
@@ -120,7 +112,7 @@ def test_server_killed_before_put(server: S3Server) -> None:
     b = make_backend(server)
     before = os.urandom(100_000)
     sturdy(server, b.location).put("before", before)
-    on_send(b, "PutObject", server.kill)
+    server.kill()
     err, took = timed_failure(lambda: b.put("packs/p", b"x" * 1000))
     assert took < BOUND_S and err.retryable
     assert server.endpoint in str(err) and "packs/p" in str(err)
@@ -133,15 +125,7 @@ def test_server_killed_mid_upload(server: S3Server) -> None:
     b = make_backend(server)
     data = os.urandom(2 * BIG)  # ~1 s of upload here: the kill lands in the middle
     killer = threading.Timer(0.1, server.kill)
-    armed = threading.Event()
-
-    def arm_once() -> None:
-        # Only the first attempt arms it: a retry must not start the timer again.
-        if not armed.is_set():
-            armed.set()
-            killer.start()
-
-    on_send(b, "PutObject", arm_once)
+    killer.start()
     err, took = timed_failure(lambda: b.put("packs/big", data))
     killer.join()
     assert took < BOUND_S and err.retryable
@@ -153,7 +137,7 @@ def test_server_killed_mid_upload(server: S3Server) -> None:
 def test_server_stopped_during_get(server: S3Server) -> None:
     b = make_backend(server)
     sturdy(server, b.location).put("obj", os.urandom(1 << 20))
-    on_send(b, "GetObject", server.pause)
+    server.pause()
     for call in (lambda: b.get("obj"), lambda: b.get("obj", 10, 100), lambda: b.exists("obj")):
         err, took = timed_failure(call)
         assert took < BOUND_S, f"took {took:.1f} s with the server stopped"

@@ -27,7 +27,7 @@ def open_backend(
     UsageError naming it, as does an endpoint or region given for a local path.
     """
     if isinstance(location, str) and location.startswith("s3://"):
-        # Imported here: boto3 takes ~0.2 s to import, which a local repository never needs.
+        # Imported here: a local repository never needs the S3 client library.
         from filetwin.backends.s3 import S3Backend
 
         return S3Backend(location, endpoint_url=endpoint_url, region=region, create=create)

@@ -264,8 +264,8 @@ def worker_main(conn: Connection) -> None:
             for location in job.get("keys", {}):
                 # Open the repository now, while the daemon starts: the first job
                 # then pays neither the import of the backend's client library
-                # (boto3 for S3: a few hundred ms) nor its set-up. Best effort: a
-                # job opens it again and reports what fails.
+                # (obstore for S3; botocore when it reads a profile) nor its
+                # set-up. Best effort: a job opens it again and reports what fails.
                 with contextlib.suppress(Exception):
                     _repo(location)
             continue
