@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import dataset, fuse, journal, own, report
-from .tools import PEERS, Filetwin, Rsync, Tool, available
+from .tools import PEERS, Filetwin, Rsync, Tool, available, compile_filetwin
 
 HERE = Path(__file__).parent
 SECTIONS = ("peers", "own", "journal", "fuse")
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         args.large_bytes = args.large_bytes or 8 << 20
     if not args.no_install and not args.quick:
         install_peers()
+    compile_filetwin()
     base = args.workdir or Path(tempfile.mkdtemp(prefix="filetwin-bench-", dir="/var/tmp"))
     base.mkdir(parents=True, exist_ok=True)
     meta = {

@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import dataset  # noqa: E402
-from bench.tools import Filetwin  # noqa: E402
+from bench.tools import Filetwin, compile_filetwin  # noqa: E402
 from tests.s3server import S3Server, fresh_bucket  # noqa: E402
 
 RESTIC_ENV = {"RESTIC_PASSWORD": "bench"}
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": args.scale,
     }
     runs: dict[str, list[dict[str, float]]] = {"filetwin": [], "restic": []}
+    compile_filetwin()
     with tempfile.TemporaryDirectory(prefix="ft-bench-s3-") as tmp:
         work = Path(tmp)
         ds = dataset.build(work / "data", scale=args.scale, large_bytes=args.large_bytes)
