@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
-from rich.table import Table as RichTable
 
 from .cli_common import (
     LONG_WAIT,
@@ -423,6 +422,8 @@ def history(path: str, with_journal: bool, as_json: bool) -> None:
     if as_json:
         emit_json({"versions": versions, "journal": journal} if with_journal else versions)
         return
+    from rich.table import Table as RichTable  # here: ~20 ms to import
+
     table = RichTable(title=os.path.abspath(path))
     for col in ("id", "time", "size", "cause", "hash", "journal seq"):
         table.add_column(col)

@@ -13,22 +13,14 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .cli_common import out
+
+if TYPE_CHECKING:
+    # Imported where a display is made: rich.progress takes ~25 ms to import,
+    # which a command printing no progress (no terminal, --json) need not pay.
+    from rich.progress import Progress, ProgressColumn
 
 T = TypeVar("T")
 #: how often the display polls what the daemon did (seconds)
@@ -43,15 +35,29 @@ def wanted(as_json: bool = False) -> bool:
 def bytes_progress() -> Progress:
     """A bar with bytes done of the total, speed and ETA (a spinner while the
     total is unknown)."""
+    from rich.progress import DownloadColumn, Progress
+
     return Progress(*_columns(DownloadColumn()), console=out, transient=False)
 
 
 def count_progress() -> Progress:
     """A bar with items done of the total and ETA."""
+    from rich.progress import MofNCompleteColumn, Progress
+
     return Progress(*_columns(MofNCompleteColumn()), console=out, transient=False)
 
 
 def _columns(amount: ProgressColumn) -> list[ProgressColumn]:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return [
         SpinnerColumn(),
         TextColumn("{task.description}"),

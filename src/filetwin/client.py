@@ -8,13 +8,13 @@ socket is DaemonUnavailable (exit code 3).
 from __future__ import annotations
 
 import base64
-import http.client
+import functools
 import json
 import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
 from .config import Config
@@ -36,14 +36,33 @@ from .shapes import (
 )
 from .unixsock import connect_unix
 
+if TYPE_CHECKING:
+    import http.client
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str, timeout: float | None) -> None:
-        super().__init__("filetwin", timeout=timeout)
-        self.socket_path = socket_path
 
-    def connect(self) -> None:
-        self.sock = connect_unix(self.socket_path, self.timeout)
+@functools.cache
+def _unix_connection_class() -> Any:
+    """HTTPConnection over the daemon's Unix socket.  Made at the first request:
+    http.client (with the email package it parses headers with) takes ~40 ms to
+    import, which a command that never talks to the daemon need not pay."""
+    import http.client
+
+    class UnixConnection(http.client.HTTPConnection):
+        def __init__(self, socket_path: str, timeout: float | None) -> None:
+            super().__init__("filetwin", timeout=timeout)
+            self.socket_path = socket_path
+
+        def connect(self) -> None:
+            self.sock = connect_unix(self.socket_path, self.timeout)
+
+    return UnixConnection
+
+
+def _http_errors() -> tuple[type[BaseException], ...]:
+    """What a broken exchange with the daemon raises (http.client is loaded by then)."""
+    import http.client
+
+    return (OSError, http.client.HTTPException)
 
 
 def _abs(path: str | os.PathLike[str] | bytes) -> str:
@@ -91,7 +110,7 @@ class Client:
 
     # transport ---------------------------------------------------------
     def _open(self, method: str, url: str, payload: dict[str, Any] | None) -> Any:
-        conn = _UnixConnection(self.socket_path, self.timeout)
+        conn = _unix_connection_class()(self.socket_path, self.timeout)
         data = None if payload is None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
         try:
@@ -106,7 +125,7 @@ class Client:
                 f"no filetwin daemon answers on {self.socket_path} "
                 f"(start one with `{self._start_hint()}`)"
             ) from e
-        except (OSError, http.client.HTTPException) as e:
+        except _http_errors() as e:
             conn.close()
             raise DaemonUnavailable(f"cannot talk to the daemon on {self.socket_path}: {e}") from e
 
@@ -154,7 +173,7 @@ class Client:
             raw = response.read()
         except TimeoutError as e:
             raise self._timed_out(method, url) from e
-        except (OSError, http.client.HTTPException) as e:
+        except _http_errors() as e:
             # The daemon went away mid-answer (killed, restarted): no daemon, not a bug.
             raise DaemonUnavailable(
                 f"the daemon on {self.socket_path} went away while answering: {e!r}"
@@ -449,7 +468,7 @@ class Client:
                 for line in response:
                     if line.strip():
                         yield json.loads(line)
-            except (OSError, http.client.HTTPException) as e:
+            except _http_errors() as e:
                 raise DaemonUnavailable(
                     f"the daemon on {self.socket_path} went away while following events: {e!r}"
                 ) from e
