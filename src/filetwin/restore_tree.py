@@ -25,13 +25,15 @@ from typing import Any
 
 from .backends.snapshot import ListingSnapshot
 from .errors import FiletwinError, NotFound, SourceError, UsageError
-from .repo import Repository
+from .repo import Manifest, Repository
 from .repo.manifest import MANIFESTS
 from .restore import restore_version
 from .safeio import open_dir_nofollow
 
 #: entries rebuilt at once (each mostly waits on the store, not on the CPU)
 WORKERS = 8
+#: manifests read at a time before the restores start (small reads: waiting, not work)
+LOOKERS = 32
 #: packs a restore keeps in memory (whole-pack reads: entries sharing one read it once)
 CACHE_PACKS = 2 * WORKERS
 
@@ -101,9 +103,9 @@ def restore_tree(
     ``at``; ``workers`` at a time.
 
     The manifests are listed once; ``on_total(n)`` then gets the number of
-    entries in the repository. Each entry's newest manifest is read by the
-    worker that restores it (it names the entry's path), so reading
-    manifests overlaps restoring files. ``on_done(entry or None, result or
+    entries in the repository. Every entry's newest manifest is read first,
+    ``LOOKERS`` at a time (it names the entry's path and size); the entries
+    wanted are then restored largest first. ``on_done(entry or None, result or
     None)`` after each entry (None: not under ``under``). ``read_only`` (a
     replica's copy): an entry whose target is its own file fails instead of
     being restored in place. Directories are made only for entries restored:
@@ -121,13 +123,34 @@ def restore_tree(
         on_total(len(groups))
     done = TreeRestore(to)
 
-    def one(names: list[str]) -> tuple[str | None, dict[str, Any] | None]:
+    def finished(entry: str | None, result: dict[str, Any] | None) -> None:
+        if on_done is not None:
+            on_done(entry, result)
+
+    def look(names: list[str]) -> Manifest | _Failed | None:
         try:
-            entry = repo.path_of(names)
+            return repo.newest_of(names)
         except FiletwinError as e:
-            raise _Failed(f"<entry of {names[-1]}>", e) from e
-        if entry is None or (top is not None and not _inside(entry, top)):
-            return None, None
+            return _Failed(f"<entry of {names[-1]}>", e)
+
+    # Every entry's newest manifest first (small reads, many at a time): its
+    # path says whether it is wanted, its size when to start it.
+    with ThreadPoolExecutor(LOOKERS, thread_name_prefix="restore-look") as pool:
+        looked = list(pool.map(look, groups))
+    wanted: list[Manifest] = []
+    for m in looked:
+        if isinstance(m, _Failed):
+            done.failed.append(m.as_json())
+            finished(m.entry, None)
+        elif m is None or (top is not None and not _inside(m.path, top)):
+            finished(None, None)
+        else:
+            wanted.append(m)
+    # Largest first: a large file started last would be restored alone at the
+    # end, on one core, while the others sit idle.
+    wanted.sort(key=lambda m: -m.size)
+
+    def one(entry: str) -> dict[str, Any]:
         target = target_of(to, entry)
         try:
             if read_only and os.path.abspath(target) == entry:
@@ -137,22 +160,22 @@ def restore_tree(
             make_dirs(os.path.dirname(target))
             with journal_for(entry) as jdir:
                 jpath = None if jdir is None else str(jdir)
-                return entry, restore_version(repo, entry, at=at, to=target, journal_dir=jpath)
+                return restore_version(repo, entry, at=at, to=target, journal_dir=jpath)
         except (FiletwinError, OSError) as e:
             raise _Failed(entry, e) from e
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="restore") as pool:
-        for future in as_completed([pool.submit(one, names) for names in groups]):
+        futures = {pool.submit(one, m.path): m.path for m in wanted}
+        for future in as_completed(futures):
+            entry = futures[future]
             try:
-                entry, result = future.result()
+                result = future.result()
             except _Failed as f:
                 done.failed.append(f.as_json())
-                entry, result = f.entry, None
+                finished(entry, None)
             else:
-                if result is not None:
-                    done.restored.append(result)
-            if on_done is not None:
-                on_done(entry, result)
+                done.restored.append(result)
+                finished(entry, result)
     if not done.restored and not done.failed:
         where = f" under {top}" if top is not None else ""
         raise NotFound(f"no entry{where} has versions in {repo.backend.location}")

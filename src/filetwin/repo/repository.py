@@ -572,8 +572,8 @@ class Repository:
         One listing of every manifest, then the newest manifest of each entry
         key read to learn its path (keys are hashes), several at a time.
         """
-        found = self._store_pool().map(self.path_of, self.manifests_by_entry().values())
-        return sorted({p for p in found if p is not None})
+        found = self._store_pool().map(self.newest_of, self.manifests_by_entry().values())
+        return sorted({m.path for m in found if m is not None})
 
     def manifests_by_entry(self) -> dict[str, list[str]]:
         """Entry key -> the names of its manifests, oldest first: one listing."""
@@ -584,12 +584,12 @@ class Repository:
             names.sort()
         return by_key
 
-    def path_of(self, names: Sequence[str]) -> str | None:
-        """The path of the entry whose manifests are ``names`` (oldest first): read
-        from the newest one that can still be read (None: all gone since listed)."""
+    def newest_of(self, names: Sequence[str]) -> Manifest | None:
+        """The newest of an entry's manifests ``names`` (oldest first) that can still
+        be read (None: all gone since listed)."""
         for name in reversed(names):
             try:
-                return self.load_manifest(name).path
+                return self.load_manifest(name)
             except ObjectNotFound:
                 continue  # removed by retention since we listed it
         return None
