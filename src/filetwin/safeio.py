@@ -45,33 +45,39 @@ def open_dir_nofollow(directory: str, *, create: bool = False) -> int:
             if part in ("", "."):
                 continue
             walked = os.path.join(walked, part)
-            if create:
+            try:
+                nfd = _open_child(fd, part, walked)
+            except FileNotFoundError:
+                if not create:
+                    raise UnsafePath(f"directory {walked} does not exist") from None
+                # Made only when missing: an existing one costs a single open.
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o777, dir_fd=fd)
-            try:
-                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    try:
-                        is_link = stat.S_ISLNK(
-                            os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
-                        )
-                    except OSError:
-                        is_link = False
-                    if is_link:
-                        raise UnsafePath(
-                            f"{walked} is a symbolic link; refusing to follow it"
-                        ) from e
-                    raise UnsafePath(f"{walked} is not a directory") from e
-                if e.errno == errno.ENOENT:
-                    raise UnsafePath(f"directory {walked} does not exist") from e
-                raise
+                nfd = _open_child(fd, part, walked)
             os.close(fd)
             fd = nfd
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _open_child(fd: int, part: str, walked: str) -> int:
+    """Open directory ``part`` of ``fd`` no-follow (``walked``: its path, for the
+    message). UnsafePath for a symlink or a non-directory; FileNotFoundError
+    when it does not exist; other OSErrors as they come."""
+    try:
+        return os.open(part, DIR_FLAGS, dir_fd=fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            try:
+                is_link = stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
+            except OSError:
+                is_link = False
+            if is_link:
+                raise UnsafePath(f"{walked} is a symbolic link; refusing to follow it") from e
+            raise UnsafePath(f"{walked} is not a directory") from e
+        raise
 
 
 def open_protected(path: str) -> int:
