@@ -172,6 +172,11 @@ def test_environment_supplies_endpoint_and_credentials(
     assert S3Backend(loc).get("e") == b"from env"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     assert S3Backend(loc, endpoint_url=s3_server.endpoint).get("e") == b"from env"
+    # Keys given as arguments are used as given: no token of the environment's
+    # (another identity's) is added to them.
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "a-token-of-other-credentials")
+    assert S3Backend(loc, **s3_server.backend_args()).get("e") == b"from env"
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
     # Keys given as arguments win over the environment's.
     wrong = S3Backend(
         loc, endpoint_url=s3_server.endpoint, access_key_id="nobody", secret_access_key="x"

@@ -245,10 +245,7 @@ class S3Backend:
         region = region or "us-east-1"
         settings["region"] = region
         if key is not None:
-            settings["access_key_id"] = key
-            settings["secret_access_key"] = secret
-            if token:
-                settings["session_token"] = token
+            provider = _StaticKeys(key, secret or "", token or None)
         if endpoint:
             # The S3-specific key: obstore reads AWS_ENDPOINT_URL_S3 from the
             # environment over a plain "endpoint", and the argument must win.
@@ -356,17 +353,19 @@ class S3Backend:
         import botocore.exceptions
         import botocore.session
 
-        settings, _ = self._settings()
+        _, provider = self._settings()
         endpoint, region = self._resolved or (None, "us-east-1")
+        # Static keys as resolved; otherwise botocore's own chain finds them again.
+        keys = provider() if isinstance(provider, _StaticKeys) else {}
         session = botocore.session.Session(profile=self._profile)
         try:
             client = session.create_client(
                 "s3",
                 endpoint_url=endpoint,
                 region_name=region,
-                aws_access_key_id=settings.get("access_key_id"),
-                aws_secret_access_key=settings.get("secret_access_key"),
-                aws_session_token=settings.get("session_token"),
+                aws_access_key_id=keys.get("access_key_id"),
+                aws_secret_access_key=keys.get("secret_access_key"),
+                aws_session_token=keys.get("token"),
                 config=botocore.config.Config(
                     retries={"mode": "standard", "total_max_attempts": self._attempts},
                     connect_timeout=self._timeout,
@@ -500,6 +499,23 @@ class S3Backend:
             if isinstance(e, FileNotFoundError) and _code(e) != "NoSuchBucket":
                 return
             raise self._translate(e, "delete", name) from e
+
+
+class _StaticKeys:
+    """Fixed credentials, handed to obstore as a provider rather than as settings:
+    obstore adds the environment's AWS_* variables to keys given as settings
+    (an unrelated AWS_SESSION_TOKEN made the keys of the config refused)."""
+
+    def __init__(self, key: str, secret: str, token: str | None) -> None:
+        self._creds = {
+            "access_key_id": key,
+            "secret_access_key": secret,
+            "token": token,
+            "expires_at": None,  # never asked for again
+        }
+
+    def __call__(self) -> dict[str, Any]:
+        return self._creds
 
 
 #: what obstore raises: its own errors, and OSError subclasses for some (NotFound
