@@ -112,10 +112,10 @@ def restore_tree(
     entries in the repository. Each entry's newest manifest is read,
     ``LOOKERS`` at a time (it names the entry's path and size), while the
     entries wanted are restored, the largest of those read first.
-    ``on_done(entry or None, result or
-    None)`` after each entry (None: not under ``under``). ``read_only`` (a
-    replica's copy): an entry whose target is its own file fails instead of
-    being restored in place. Directories are made only for entries restored:
+    ``on_done(entry or None, result or None)`` after each entry, from the
+    calling thread (None: not under ``under``). ``read_only`` (a replica's
+    copy): an entry whose target is its own file fails instead of being
+    restored in place. Directories are made only for entries restored:
     NotFound (nothing written) when no entry is under ``under``; UnsafePath
     when a symlink stands in the existing part of ``to``; everything else is
     per entry, in ``failed``.
