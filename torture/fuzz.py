@@ -13,6 +13,7 @@ Every path a request names is kept inside the sandbox directory, so the fuzzer
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import random
 import signal
@@ -27,11 +28,22 @@ from urllib.parse import urlencode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from filetwin.client import _UnixConnection
 from filetwin.errors import FiletwinError
+from filetwin.unixsock import connect_unix
 
 from .harness import Daemon, TortureTimeout, wait_until
 from .model import Summary
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the daemon's Unix socket, as any client of the API makes it."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("filetwin", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = connect_unix(self.socket_path, self.timeout)
 
 FRAME = struct.Struct("<BQI")
 ACK = struct.Struct("<BQ")

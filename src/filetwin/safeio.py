@@ -47,9 +47,10 @@ def open_dir_nofollow(directory: str, *, create: bool = False) -> int:
             walked = os.path.join(walked, part)
             try:
                 nfd = _open_child(fd, part, walked)
-            except FileNotFoundError:
+            except FileNotFoundError as e:
                 if not create:
-                    raise UnsafePath(f"directory {walked} does not exist") from None
+                    # open_protected tells a missing directory by this cause.
+                    raise UnsafePath(f"directory {walked} does not exist") from e
                 # Made only when missing: an existing one costs a single open.
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o777, dir_fd=fd)
