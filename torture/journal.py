@@ -235,8 +235,11 @@ def _restart_on_torn_tail(
     """Tear the live journal's tail, restart: new writes must get fresh seqs and restore."""
     seg = list_segments(jdir)[-1]
     size = seg.stat().st_size
+    # The live segment may hold no record yet (a checkpoint just began it): its
+    # header is then the tail a crash tears.
+    low = (HEADER_SIZE + size) // 2 if size > HEADER_SIZE else 1
     with open(seg, "r+b") as f:
-        f.truncate(rng.randint((HEADER_SIZE + size) // 2, size - 1))
+        f.truncate(rng.randint(low, size - 1))
     daemon.start()
     before = max((int(v.get("journal_seq", 0)) for v in daemon.client.history(path)), default=0)
     model.after.clear()  # the cut records are gone on purpose; what follows must hold
