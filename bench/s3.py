@@ -131,9 +131,9 @@ def readme_section(result: dict[str, Any]) -> str:
 ## S3 backend (issue 11)
 
 `python -m bench.s3 --runs {result["runs"]}` — measured {meta["when"]} on {meta["host"]}
-(other work was running on the machine: load {meta.get("load", "?")}); SeaweedFS
+(load {meta.get("load", "?")} when it started); SeaweedFS
 on 127.0.0.1 started as the tests start it (`tests/s3server.py`), one client,
-`S3Backend` over boto3, objects put and got one after the other; per-operation
+`S3Backend` (obstore), objects put and got one after the other; per-operation
 latency and throughput, median (min-max) of the runs. SeaweedFS answered
 {result["server_start_s"]:.1f} s after it was started.
 
