@@ -221,9 +221,9 @@ class S3Backend:
         return provider, region, endpoint
 
     def _settings(self) -> tuple[dict[str, Any], Any]:
-        """The store's settings and credential provider (None: static keys), resolved
-        as the module docstring says.  UsageError for an unknown profile;
-        RepositoryRefused when there are no credentials anywhere."""
+        """The store's settings and its credential provider (fixed keys, or botocore's
+        chain), resolved as the module docstring says.  UsageError for an unknown
+        profile; RepositoryRefused when there are no credentials anywhere."""
         env = os.environ
         endpoint = self._custom_endpoint()
         region = self._region_arg or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
