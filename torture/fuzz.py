@@ -13,7 +13,6 @@ Every path a request names is kept inside the sandbox directory, so the fuzzer
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import random
 import signal
@@ -29,21 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from filetwin.errors import FiletwinError
-from filetwin.unixsock import connect_unix
+from filetwin.unixsock import http_connection
 
 from .harness import Daemon, TortureTimeout, wait_until
 from .model import Summary
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP over the daemon's Unix socket, as any client of the API makes it."""
-
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        super().__init__("filetwin", timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        self.sock = connect_unix(self.socket_path, self.timeout)
 
 FRAME = struct.Struct("<BQI")
 ACK = struct.Struct("<BQ")
@@ -77,7 +65,7 @@ class Fuzzer:
     def send(self, method: str, url: str, body: bytes | None, what: str) -> None:
         """Send one request; a 500, a non-JSON error or a dead daemon is a violation."""
         self.summary.add("requests sent")
-        conn = _UnixConnection(str(self.daemon.socket_path), 30)
+        conn = http_connection(str(self.daemon.socket_path), 30)
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
             conn.request(method, url, body=body, headers=headers)
@@ -113,7 +101,7 @@ class Fuzzer:
 
     def healthy(self, what: str) -> bool:
         """The daemon is alive and /health answers within 5 s."""
-        conn = _UnixConnection(str(self.daemon.socket_path), 5)
+        conn = http_connection(str(self.daemon.socket_path), 5)
         try:
             conn.request("GET", "/health")
             ok = conn.getresponse().status == 200

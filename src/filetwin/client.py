@@ -8,7 +8,6 @@ socket is DaemonUnavailable (exit code 3).
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
 import struct
@@ -34,28 +33,10 @@ from .shapes import (
     StatusSummary,
     Version,
 )
-from .unixsock import connect_unix
+from .unixsock import connect_unix, http_connection
 
 if TYPE_CHECKING:
     import http.client
-
-
-@functools.cache
-def _unix_connection_class() -> Any:
-    """HTTPConnection over the daemon's Unix socket.  Made at the first request:
-    http.client (with the email package it parses headers with) takes ~40 ms to
-    import, which a command that never talks to the daemon need not pay."""
-    import http.client
-
-    class UnixConnection(http.client.HTTPConnection):
-        def __init__(self, socket_path: str, timeout: float | None) -> None:
-            super().__init__("filetwin", timeout=timeout)
-            self.socket_path = socket_path
-
-        def connect(self) -> None:
-            self.sock = connect_unix(self.socket_path, self.timeout)
-
-    return UnixConnection
 
 
 def _http_errors() -> tuple[type[BaseException], ...]:
@@ -110,7 +91,7 @@ class Client:
 
     # transport ---------------------------------------------------------
     def _open(self, method: str, url: str, payload: dict[str, Any] | None) -> Any:
-        conn = _unix_connection_class()(self.socket_path, self.timeout)
+        conn = http_connection(self.socket_path, self.timeout)
         data = None if payload is None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
         try:

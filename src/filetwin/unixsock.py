@@ -1,4 +1,4 @@
-"""Connecting to the daemon's Unix sockets, waiting out a full backlog.
+"""Connecting to the daemon's Unix sockets, waiting out a full backlog; HTTP over them.
 
 A Unix stream socket does not queue connections past its listener's backlog.
 A blocking ``connect`` waits there for a free slot, but Python's socket
@@ -10,12 +10,17 @@ kernel's own send timeout bounds the blocking wait instead.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import http.client
 
 _TIMEVAL = struct.Struct("@ll")
 #: the longest path a socket address holds (sun_path is 108 bytes with its NUL)
@@ -70,3 +75,28 @@ def connect_unix(path: str, timeout: float | None) -> socket.socket:
     except BaseException:
         sock.close()
         raise
+
+
+def http_connection(path: str, timeout: float | None) -> http.client.HTTPConnection:
+    """An http.client connection to the HTTP server on Unix socket ``path``
+    (connected by connect_unix, so a full backlog is waited out)."""
+    conn: http.client.HTTPConnection = _connection_class()(path, timeout)
+    return conn
+
+
+@functools.cache
+def _connection_class() -> Any:
+    # Made at the first call: http.client (with the email package it parses
+    # headers with) takes ~40 ms to import, which a command that never talks
+    # to the daemon need not pay.
+    import http.client
+
+    class UnixConnection(http.client.HTTPConnection):
+        def __init__(self, socket_path: str, timeout: float | None) -> None:
+            super().__init__("filetwin", timeout=timeout)
+            self.socket_path = socket_path
+
+        def connect(self) -> None:
+            self.sock = connect_unix(self.socket_path, self.timeout)
+
+    return UnixConnection

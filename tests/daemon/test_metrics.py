@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,24 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from filetwin.daemon import metrics as metrics_module
 from filetwin.daemon.metrics import Metrics
-from filetwin.unixsock import connect_unix
+from filetwin.unixsock import http_connection
 from tests.helpers import Daemon, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("filetwin", timeout=30)
-        self.unix_path = str(path)
-
-    def connect(self) -> None:
-        self.sock = connect_unix(self.unix_path, 30)
-
-
 def scrape(d: Daemon) -> tuple[str, str]:
     """(Content-Type, body) of GET /metrics on the daemon's socket."""
-    conn = _UnixConnection(d.socket_path)
+    conn = http_connection(str(d.socket_path), 30)
     try:
         conn.request("GET", "/metrics")
         response = conn.getresponse()
@@ -144,7 +134,7 @@ def test_journal_records_not_yet_checkpointed(
 
 
 def test_metrics_refuses_query_parameters(daemon: Daemon) -> None:
-    conn = _UnixConnection(daemon.socket_path)
+    conn = http_connection(str(daemon.socket_path), 30)
     try:
         conn.request("GET", "/metrics?x=1")
         response = conn.getresponse()
@@ -185,7 +175,7 @@ def test_metrics_route_fuzzed_as_the_api_fuzzer_does(daemon: Daemon, files: Path
     daemon.client.add(f)
 
     def raw(method: str, url: str, body: bytes | None) -> tuple[int, str, bytes]:
-        conn = _UnixConnection(daemon.socket_path)
+        conn = http_connection(str(daemon.socket_path), 30)
         try:
             conn.putrequest(method, url, skip_accept_encoding=True)
             if body is not None:
