@@ -174,6 +174,8 @@ class S3Backend:
         self._store_obj: S3Store | None = None
         #: (endpoint or None for AWS, region), once resolved
         self._resolved: tuple[str | None, str] | None = None
+        #: what _settings resolved (a bucket's creation and the store share it)
+        self._settled: tuple[dict[str, Any], Any] | None = None
         if create:
             self._create_bucket()
 
@@ -224,6 +226,8 @@ class S3Backend:
         """The store's settings and its credential provider (fixed keys, or botocore's
         chain), resolved as the module docstring says.  UsageError for an unknown
         profile; RepositoryRefused when there are no credentials anywhere."""
+        if self._settled is not None:
+            return self._settled
         env = os.environ
         endpoint = self._custom_endpoint()
         region = self._region_arg or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
@@ -256,7 +260,8 @@ class S3Backend:
         else:
             settings["virtual_hosted_style_request"] = True
         self._resolved = (endpoint, region)
-        return settings, provider
+        self._settled = settings, provider
+        return self._settled
 
     @property
     def store(self) -> S3Store:
@@ -320,7 +325,7 @@ class S3Backend:
         if isinstance(e, RepositoryError | UsageError):
             return e  # from resolving the settings: already ours
         text = str(e)
-        code = m.group(1) if (m := _CODE.search(text)) else ""
+        code = _code(e)
         status = int(s.group(1)) if (s := _STATUS.search(text)) else None
         what = f"object {name}" if name is not None else "objects"
         if code in _NO_BUCKET:
@@ -332,13 +337,7 @@ class S3Backend:
             return ObjectNotFound(f"object {name} not found in {self.location}")
         denied = obstore.exceptions.PermissionDeniedError, obstore.exceptions.UnauthenticatedError
         if code in _REFUSED_CODES or status in (401, 403) or isinstance(e, denied):
-            cause = _REFUSED_CODES.get(code, "access denied")
-            return RepositoryRefused(
-                f"S3 refused to {doing} {what} in bucket {self.bucket!r} "
-                f"({self._where()}): {cause} [{code or status}]; "
-                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, "
-                "and the bucket's policy"
-            )
+            return self._refused(f"{doing} {what} in bucket {self.bucket!r}", code, status)
         detail = _summary(text)
         if "timed out" in text or "timeout" in text.lower():
             return RepositoryError(
@@ -346,6 +345,15 @@ class S3Backend:
             )
         tag = f" [{code or status}]" if code or status else ""
         return RepositoryError(f"cannot {doing} {what} in {self._where()}: {detail}{tag}")
+
+    def _refused(self, action: str, code: str, status: int | None) -> RepositoryRefused:
+        """S3 refused ``action``: which credentials to check, and why."""
+        return RepositoryRefused(
+            f"S3 refused to {action} ({self._where()}): "
+            f"{_REFUSED_CODES.get(code, 'access denied')} [{code or status}]; "
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, "
+            "and the bucket's policy"
+        )
 
     def _create_bucket(self) -> None:
         """Create the bucket unless it exists (botocore: obstore has no bucket calls)."""
@@ -393,12 +401,7 @@ class S3Backend:
             code = str(err.get("Code", ""))
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in _REFUSED_CODES or status == 403:
-                raise RepositoryRefused(
-                    f"S3 refused to create the bucket for {self.location} ({self._where()}): "
-                    f"{_REFUSED_CODES.get(code, 'access denied')} [{code or status}]; "
-                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, "
-                    "and the bucket's policy"
-                ) from e
+                raise self._refused(f"create the bucket for {self.location}", code, status) from e
             raise RepositoryError(
                 f"cannot create the bucket for {self.location} at {self._where()}: "
                 f"{err.get('Message') or code} [{code or status}]"
