@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -204,3 +205,15 @@ class CountingBackend(LocalBackend):
     def list(self, prefix: str = "") -> Iterator[str]:
         self.lists.append(prefix)
         return super().list(prefix)
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """What a client sent on ``conn`` up to the end of its request head (and
+    whatever of the body came with it); less when the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -21,6 +21,7 @@ import pytest
 import filetwin
 from filetwin import Client, DaemonUnavailable
 from filetwin.fileobj import JournalWarning
+from tests.helpers import read_request
 
 
 def serve(path: Path, handle: Callable[[socket.socket], None]) -> threading.Thread:
@@ -37,16 +38,6 @@ def serve(path: Path, handle: Callable[[socket.socket], None]) -> threading.Thre
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
-
-
-def read_request(conn: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 
 from filetwin.backends.s3 import S3Backend
 from filetwin.errors import RepositoryError, RepositoryRefused
+from tests.helpers import read_request
 from tests.s3server import S3Server, fresh_location
 
 REASONS = {500: "Internal Server Error", 503: "Service Unavailable", 429: "Too Many Requests"}
@@ -64,13 +65,9 @@ class RefusingRelay:
         _pump(conn, upstream)
 
     def _answer_error(self, conn: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            data = conn.recv(65536)
-            if not data:
-                return
-            head += data
-        head, _, body = head.partition(b"\r\n\r\n")
+        head, end, body = read_request(conn).partition(b"\r\n\r\n")
+        if not end:
+            return  # the client went away
         headers = {
             k.strip().lower(): v.strip()
             for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
